@@ -1,0 +1,5 @@
+import sys
+
+from hybridexport.cli import main
+
+sys.exit(main())

@@ -1,0 +1,141 @@
+"""The Profile: one versioned JSON schema for per-layer latency from every runner.
+
+A Profile holds end-to-end statistics and per-layer rows. Every row names the ``nn.Module`` path
+it came from, so profiles of one model from different runtimes, or from before and after a
+rewrite, compare layer by layer. ``obtained`` says whether the numbers were measured or predicted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hybridexport.errors import InputFileError
+
+SCHEMA_VERSION = 1
+OBTAINED = ("measured", "predicted")
+
+
+def _quantile(sorted_xs: list[float], q: float) -> float:
+    """Linear-interpolated quantile of already sorted values (numpy's default method)."""
+    if not sorted_xs:
+        return math.nan
+    pos = (len(sorted_xs) - 1) * q
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return sorted_xs[lo] + (sorted_xs[hi] - sorted_xs[lo]) * (pos - lo)
+
+
+@dataclass
+class Stats:
+    """Time statistics in milliseconds. ``samples`` keeps raw values for noise-aware comparison."""
+
+    median: float
+    p10: float
+    p90: float
+    n: int
+    samples: list[float] = field(default_factory=list)
+
+    @classmethod
+    def from_samples(cls, samples: list[float], keep_samples: bool = True) -> Stats:
+        xs = sorted(float(x) for x in samples)
+        return cls(
+            median=_quantile(xs, 0.5),
+            p10=_quantile(xs, 0.1),
+            p90=_quantile(xs, 0.9),
+            n=len(xs),
+            samples=[float(x) for x in samples] if keep_samples else [],
+        )
+
+    @classmethod
+    def point(cls, value: float, p10: float | None = None, p90: float | None = None) -> Stats:
+        """A single (e.g. predicted) value with an optional uncertainty band."""
+        return cls(median=value, p10=value if p10 is None else p10, p90=value if p90 is None else p90, n=1, samples=[])
+
+
+@dataclass
+class LayerRow:
+    """One runtime row (a node, op or module) with the nn.Module path it maps back to."""
+
+    name: str  # the runtime's own name for the node/op
+    op_type: str
+    module: str  # nn.Module path ("" = could not be mapped; say so in Profile.notes)
+    compute_unit: str  # "cpu", "gpu", "ane", "npu", "xnnpack", ...
+    ms: Stats
+    macs: int | None = None
+    bytes: int | None = None
+    share: float = 0.0  # fraction of the summed layer time
+
+
+@dataclass
+class Profile:
+    """Per-layer latency of one artifact on one device, measured or predicted."""
+
+    model: str
+    format: str  # "onnx" | "tflite" | "coreml" | "executorch" | "pytorch"
+    device: str  # device profile name, e.g. "host", "iphone13"
+    runner: str  # e.g. "host-onnxruntime", "android-adb", "predicted"
+    obtained: str  # "measured" | "predicted"
+    total_ms: Stats
+    layers: list[LayerRow] = field(default_factory=list)
+    artifact_sha256: str = ""
+    environment: dict[str, Any] = field(default_factory=dict)
+    method: str = ""  # how per-layer times were obtained (profiler, ETDump, op profiling, model)
+    notes: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)  # runner-specific data (e.g. prediction error)
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if self.obtained not in OBTAINED:
+            raise InputFileError(f"profile 'obtained' must be one of {OBTAINED}, got {self.obtained!r}")
+
+    def fill_shares(self) -> None:
+        """Set each row's ``share`` of the summed per-layer median time."""
+        total = sum(r.ms.median for r in self.layers) or 1.0
+        for r in self.layers:
+            r.share = r.ms.median / total
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return {"schema_version": d.pop("schema_version"), **d}
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def save(self, path: str | Path) -> Path:
+        from hybridexport.atomic import write_text
+
+        return write_text(path, self.to_json() + "\n")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "<dict>") -> Profile:
+        try:
+            version = d.get("schema_version")
+            if version != SCHEMA_VERSION:
+                raise InputFileError(
+                    f"{source}: profile schema_version {version!r} is not supported (expected {SCHEMA_VERSION}); "
+                    "re-run `hybridexport bench` with this version"
+                )
+            body = {k: v for k, v in d.items() if k != "schema_version"}
+            body["total_ms"] = Stats(**body["total_ms"])
+            body["layers"] = [LayerRow(**{**r, "ms": Stats(**r["ms"])}) for r in body.get("layers", [])]
+            return cls(**body)
+        except InputFileError:
+            raise
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise InputFileError(f"{source}: not a valid hybridexport Profile ({type(exc).__name__}: {exc})") from None
+
+    @classmethod
+    def load(cls, path: str | Path) -> Profile:
+        p = Path(path)
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise InputFileError(f"profile '{p}' does not exist") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InputFileError(f"profile '{p}' is not valid JSON ({exc}); pass a file written by `hybridexport bench --json`") from None
+        if not isinstance(data, dict):
+            raise InputFileError(f"profile '{p}' is not a JSON object")
+        return cls.from_dict(data, source=str(p))

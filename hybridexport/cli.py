@@ -1,0 +1,78 @@
+"""The ``hybridexport`` command: a thin layer over the stage packages' public functions.
+
+Each subcommand lives in a small module exposing ``HELP``, ``add_arguments(parser)`` and
+``run(args) -> int``; those modules import heavy libraries (torch, converters) inside ``run`` only,
+so ``hybridexport --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import traceback
+
+from hybridexport.errors import HybridExportError
+
+COMMANDS: dict[str, str] = {
+    "list": "hybridexport.zoo.commands",
+    "info": "hybridexport.analyze.command",
+    "rewrite": "hybridexport.rewrite.command",
+    "convert": "hybridexport.export.command",
+    "bench": "hybridexport.bench.command",
+    "devices": "hybridexport.bench.devices_command",
+    "calibrate": "hybridexport.predict.command",
+    "compare": "hybridexport.report.command",
+}
+
+
+def _available() -> dict[str, object]:
+    mods = {}
+    for name, modname in COMMANDS.items():
+        try:
+            mods[name] = importlib.import_module(modname)
+        except ModuleNotFoundError as exc:
+            if exc.name != modname:  # a real import bug inside the module: surface it
+                raise
+    return mods
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
+    parser = argparse.ArgumentParser(
+        prog="hybridexport",
+        description="Rewrite, export and profile mobile hybrid vision networks.",
+    )
+    parser.add_argument("--verbose", "-v", action="store_true", help="show full tracebacks and converter logs")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    mods = _available()
+    for name, mod in mods.items():
+        p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
+        p.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        mod.add_arguments(p)
+    return parser, mods
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, mods = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    verbose = bool(getattr(args, "verbose", False)) or os.environ.get("HYBRIDEXPORT_VERBOSE") == "1"
+    try:
+        return int(mods[args.command].run(args) or 0)
+    except HybridExportError as exc:
+        if verbose:
+            traceback.print_exc()
+        from hybridexport.console import err_console
+
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

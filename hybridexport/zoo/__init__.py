@@ -1,0 +1,96 @@
+"""The model zoo: resolve a name, build the module, load a local checkpoint safely."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from hybridexport.errors import CheckpointError
+from hybridexport.zoo.registry import ModelSpec, family_aliases, list_specs, resolve
+
+__all__ = ["LoadedModel", "ModelSpec", "build_model", "family_aliases", "list_specs", "resolve"]
+
+
+@dataclass
+class LoadedModel:
+    """A built model in eval mode with what later stages need to know about it."""
+
+    spec: ModelSpec
+    module: nn.Module
+    resolution: int
+    checkpoint: str | None = None
+    load_report: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        return (1, 3, self.resolution, self.resolution)
+
+    def example_input(self, batch: int = 1, seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """A fixed random input (seeded), shape (batch, 3, R, R)."""
+        g = torch.Generator().manual_seed(seed)
+        return torch.randn(batch, 3, self.resolution, self.resolution, generator=g).to(dtype)
+
+    def weights_sha256(self) -> str:
+        """Hash of every parameter and buffer: identifies the weights for artifact caching."""
+        h = hashlib.sha256()
+        for k, v in sorted(self.module.state_dict().items()):
+            h.update(k.encode())
+            h.update(str(tuple(v.shape)).encode())
+            h.update(v.detach().cpu().contiguous().numpy().tobytes() if v.dtype != torch.bfloat16 else v.float().numpy().tobytes())
+        return h.hexdigest()
+
+
+def _build_module(spec: ModelSpec) -> nn.Module:
+    if spec.family == "mobileformer":
+        from hybridexport.zoo.mobileformer import create_mobileformer
+
+        return create_mobileformer(spec.name)
+    import hybridexport._tvshim  # noqa: F401
+    import timm
+
+    assert spec.timm_name is not None
+    return timm.create_model(spec.timm_name, pretrained=False)
+
+
+def build_model(
+    name: str,
+    *,
+    checkpoint: str | Path | None = None,
+    resolution: int | None = None,
+    strict: bool = True,
+    pretrained: bool = False,
+    seed: int = 0,
+) -> LoadedModel:
+    """Build ``name`` in eval mode; load ``checkpoint`` if given. Random init is seeded (deterministic)."""
+    spec = resolve(name)
+    if pretrained and checkpoint is None:
+        raise CheckpointError(
+            f"no model hub is reachable, so pretrained weights for {spec.name} must come from a local file: "
+            "pass --checkpoint PATH (.pth/.pt/.safetensors)"
+        )
+    torch.manual_seed(seed)
+    module = _build_module(spec).eval()
+    report: dict[str, list[str]] = {}
+    if checkpoint is not None:
+        from hybridexport.zoo.checkpoint import load_into
+
+        rename = None
+        if spec.family == "mobileformer":
+            from hybridexport.zoo.mobileformer import rename_official_keys as rename
+        report = load_into(module, checkpoint, rename=rename, strict=strict)
+        module.eval()
+    return LoadedModel(
+        spec=spec,
+        module=module,
+        resolution=int(resolution or spec.resolution),
+        checkpoint=str(checkpoint) if checkpoint else None,
+        load_report=report,
+    )
