@@ -54,6 +54,7 @@ def _build_module(spec: ModelSpec) -> nn.Module:
 
         return create_mobileformer(spec.name)
     import hybridexport._tvshim  # noqa: F401
+
     import timm
 
     assert spec.timm_name is not None

@@ -60,6 +60,7 @@ def family_aliases() -> dict[str, str]:
 
 def _timm_spec(timm_name: str) -> ModelSpec:
     import hybridexport._tvshim  # noqa: F401  (before timm imports torchvision)
+
     import timm
 
     if not timm.is_model(timm_name):
