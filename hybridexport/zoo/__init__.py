@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from hybridexport.errors import CheckpointError
 from hybridexport.zoo.registry import ModelSpec, family_aliases, list_specs, resolve
+
+if TYPE_CHECKING:  # torch is imported lazily so `hybridexport --help` stays fast
+    import torch
+    from torch import nn
 
 __all__ = ["LoadedModel", "ModelSpec", "build_model", "family_aliases", "list_specs", "resolve"]
 
@@ -33,13 +35,18 @@ class LoadedModel:
     def input_shape(self) -> tuple[int, int, int, int]:
         return (1, 3, self.resolution, self.resolution)
 
-    def example_input(self, batch: int = 1, seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """A fixed random input (seeded), shape (batch, 3, R, R)."""
+    def example_input(self, batch: int = 1, seed: int = 0, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """A fixed random input (seeded), shape (batch, 3, R, R), float32 unless ``dtype`` is given."""
+        import torch
+
         g = torch.Generator().manual_seed(seed)
-        return torch.randn(batch, 3, self.resolution, self.resolution, generator=g).to(dtype)
+        x = torch.randn(batch, 3, self.resolution, self.resolution, generator=g)
+        return x if dtype is None else x.to(dtype)
 
     def weights_sha256(self) -> str:
         """Hash of every parameter and buffer: identifies the weights for artifact caching."""
+        import torch
+
         h = hashlib.sha256()
         for k, v in sorted(self.module.state_dict().items()):
             h.update(k.encode())
@@ -71,6 +78,8 @@ def build_model(
     seed: int = 0,
 ) -> LoadedModel:
     """Build ``name`` in eval mode; load ``checkpoint`` if given. Random init is seeded (deterministic)."""
+    import torch
+
     spec = resolve(name)
     if pretrained and checkpoint is None:
         raise CheckpointError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -30,18 +31,29 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         except Exception as exc:  # safetensors raises its own SafetensorError
             raise CheckpointError(f"checkpoint '{p}' is not a readable safetensors file ({exc}); re-save it") from None
     else:
+        with p.open("rb") as fh:
+            head = fh.read(4)
+        # A torch.save file is a zip archive (PK\x03\x04) or, in the legacy format, a pickle (\x80 proto).
+        if head[:4] != b"PK\x03\x04" and head[:1] != b"\x80":
+            raise CheckpointError(f"checkpoint '{p}' is corrupt or not a PyTorch/safetensors file; re-download or re-save it")
         try:
             raw = torch.load(str(p), map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = _first_line(exc)
             raise CheckpointError(
                 f"refused to load '{p}': it holds objects that safe (weights_only) loading does not allow "
                 f"({first[:160]}); save a plain state_dict (torch.save(model.state_dict(), ...)) or .safetensors"
             ) from None
         except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            msg = _first_line(exc)
             raise CheckpointError(f"checkpoint '{p}' is corrupt or not a PyTorch file ({msg[:160]}); re-download or re-save it") from None
     return unwrap(raw, p)
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception message, without terminal colour codes."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def unwrap(raw: object, path: Path | str = "<memory>") -> dict[str, torch.Tensor]:

@@ -1,0 +1,104 @@
+"""``hybridexport info MODEL``: params, BN-folded params, MACs, peak activations, stages, op histogram."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+HELP = "analyse a model: params (as built and BN-folded), MACs, peak activation memory, per-stage costs, op histogram"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL", help="e.g. iformer-m, mobilevit-xxs, mobileformer-294m, timm:<name>")
+    parser.add_argument("--resolution", type=int, default=None, metavar="N", help="square input size (default: the card's)")
+    parser.add_argument("--checkpoint", default=None, metavar="PATH", help="local .pth/.pt/.safetensors weights to load")
+    parser.add_argument("--allow-mismatch", action="store_true", help="load the checkpoint's matching keys only")
+    parser.add_argument("--json", action="store_true", help="print the analysis as JSON on stdout")
+    parser.add_argument("--coreml", action="store_true",
+                        help="also convert to Core ML (FP16 ML Program) and list the ops the Neural Engine is known "
+                             "not to run or to run slowly (static rules, works on Linux)")
+
+
+def _load(args: argparse.Namespace, meta: bool):  # -> LoadedModel
+    import torch
+
+    from hybridexport.zoo import build_model
+
+    if meta:
+        with torch.device("meta"):
+            return build_model(args.model, resolution=args.resolution)
+    return build_model(args.model, checkpoint=args.checkpoint, resolution=args.resolution,
+                       strict=not args.allow_mismatch)
+
+
+def analyze_from_args(args: argparse.Namespace, on_step=None):  # -> ModelAnalysis
+    """Build and analyse. Without a checkpoint the model is built on the ``meta`` device (no weights
+    are materialised: nothing of the analysis depends on their values); a model that cannot run there
+    is rebuilt on the CPU."""
+    from hybridexport.analyze.model import analyze
+    from hybridexport.errors import ConversionError, HybridExportError
+    from hybridexport.zoo import resolve
+
+    if args.resolution is not None and args.resolution < 1:
+        raise ConversionError(f"--resolution {args.resolution} is not a size; pass a positive number (e.g. 224)")
+    resolve(args.model)  # unknown names fail here, before anything is built
+    step = on_step or (lambda _m: None)
+    if args.checkpoint is None:
+        try:
+            step("building on the meta device")
+            return analyze(_load(args, meta=True), on_step=step)
+        except HybridExportError:
+            raise
+        except Exception:  # noqa: BLE001 - meta tensors are unsupported by some models: build for real
+            pass
+    step("building the model")
+    loaded = _load(args, meta=False)
+    try:
+        return analyze(loaded, on_step=step)
+    except RuntimeError as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ConversionError(
+            f"{loaded.name} does not run on a {loaded.resolution}×{loaded.resolution} input ({first}); "
+            "pass a --resolution the network supports (a multiple of 32 is safe)"
+        ) from None
+
+
+def ane_findings(args: argparse.Namespace, on_step=None) -> list:  # -> list[ane_rules.Finding]
+    """Convert the model as given (no rewrite) to Core ML and check it against the Neural Engine rules."""
+    from hybridexport.analyze.ane_rules import ane_report, convert_for_ane
+
+    step = on_step or (lambda _m: None)
+    step("building the model for Core ML")
+    loaded = _load(args, meta=False)
+    step("converting to Core ML (FP16 ML Program)")
+    return ane_report(convert_for_ane(loaded.module, loaded.example_input()))
+
+
+def run(args: argparse.Namespace) -> int:
+    from hybridexport.console import console, err_console
+
+    findings = None
+    with err_console.status(f"analysing {args.model}…") as status:
+        def on_step(msg: str) -> None:
+            status.update(f"{args.model}: {msg}…")
+
+        analysis = analyze_from_args(args, on_step=on_step)
+        if args.coreml:
+            findings = ane_findings(args, on_step=on_step)
+    if args.json:
+        data = analysis.to_dict()
+        if findings is not None:
+            from hybridexport.analyze.ane_rules import summarize
+
+            data["coreml"] = {"summary": summarize(findings), "findings": [f.to_dict() for f in findings]}
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        return 0
+    from hybridexport.analyze.render import render
+
+    render(analysis, console)
+    if findings is not None:
+        from hybridexport.analyze.ane_rules import render_ane_report
+
+        render_ane_report(findings, console, title=f"Neural Engine ({analysis.name}, as given, no rewrite)")
+    return 0
