@@ -97,6 +97,35 @@ class Profile:
         for r in self.layers:
             r.share = r.ms.median / total
 
+    def layer_sum_ms(self) -> float:
+        """Sum of the per-layer medians (compare with ``total_ms.median`` to see what the rows cover)."""
+        return sum(r.ms.median for r in self.layers)
+
+    def layer_total(self) -> Stats:
+        """Statistics of the per-run sum of all rows (sum of medians when rows lack aligned samples)."""
+        lengths = {len(r.ms.samples) for r in self.layers}
+        if self.layers and len(lengths) == 1 and next(iter(lengths)) > 0:
+            return Stats.from_samples([sum(v) for v in zip(*(r.ms.samples for r in self.layers))])
+        s = self.layer_sum_ms()
+        return Stats.point(s, sum(r.ms.p10 for r in self.layers), sum(r.ms.p90 for r in self.layers))
+
+    def coverage(self) -> float:
+        """How much of the end-to-end time the rows explain (1.0 = all of it).
+
+        When the rows and the total kept per-run samples of the same runs (the host runners time a
+        plain run and a profiled run alternately), it is the median over runs of layer total ÷ total,
+        which stays stable on a busy machine where whole runs slow down; otherwise the ratio of medians.
+        """
+        lt = self.layer_total()
+        t = self.total_ms
+        if lt.samples and len(lt.samples) == len(t.samples) and all(x > 0 for x in t.samples):
+            return _quantile(sorted(a / b for a, b in zip(lt.samples, t.samples)), 0.5)
+        return lt.median / t.median if t.median else math.nan
+
+    def by_module(self, depth: int | None = None) -> list[LayerRow]:
+        """Rows summed per nn.Module path (cut to ``depth`` components); see :func:`aggregate_by_module`."""
+        return aggregate_by_module(self.layers, depth)
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         return {"schema_version": d.pop("schema_version"), **d}
@@ -139,3 +168,49 @@ class Profile:
         if not isinstance(data, dict):
             raise InputFileError(f"profile '{p}' is not a JSON object")
         return cls.from_dict(data, source=str(p))
+
+
+def module_prefix(path: str, depth: int | None) -> str:
+    """``stages.1.blocks.0.mlp`` cut to ``depth`` dotted components (None or 0 = unchanged)."""
+    if not depth or not path:
+        return path
+    return ".".join(path.split(".")[:depth])
+
+
+def aggregate_by_module(layers: list[LayerRow], depth: int | None = None) -> list[LayerRow]:
+    """Sum rows that share an nn.Module path (cut to ``depth`` components), in first-seen order.
+
+    Per-run samples are summed run by run when every row in a group kept the same number of
+    samples, so the aggregated row's median/p10/p90 are those of the per-run sums; otherwise the
+    medians (and p10/p90) are added. Unmapped rows (``module == ""``) stay one group per row name.
+    The result's ``op_type`` lists the distinct op types, ``compute_unit`` the distinct units.
+    """
+    groups: dict[str, list[LayerRow]] = {}
+    for row in layers:
+        key = module_prefix(row.module, depth) if row.module else f"<unmapped>/{row.name}"
+        groups.setdefault(key, []).append(row)
+    out: list[LayerRow] = []
+    for key, rows in groups.items():
+        lengths = {len(r.ms.samples) for r in rows}
+        if len(lengths) == 1 and next(iter(lengths)) > 0:
+            ms = Stats.from_samples([sum(v) for v in zip(*(r.ms.samples for r in rows))])
+        else:
+            ms = Stats(
+                median=sum(r.ms.median for r in rows),
+                p10=sum(r.ms.p10 for r in rows),
+                p90=sum(r.ms.p90 for r in rows),
+                n=min(r.ms.n for r in rows),
+            )
+        macs = [r.macs for r in rows if r.macs is not None]
+        nbytes = [r.bytes for r in rows if r.bytes is not None]
+        out.append(LayerRow(
+            name=key if rows[0].module else rows[0].name,
+            op_type=",".join(dict.fromkeys(r.op_type for r in rows if r.op_type)),
+            module=key if rows[0].module else "",
+            compute_unit=",".join(dict.fromkeys(r.compute_unit for r in rows if r.compute_unit)),
+            ms=ms,
+            macs=sum(macs) if macs else None,
+            bytes=sum(nbytes) if nbytes else None,
+            share=sum(r.share for r in rows),
+        ))
+    return out

@@ -7,6 +7,9 @@ Contract shared by every runner (host, Android, iOS, predicted):
 * ``availability(device)`` → ``(ok, reason)``: can it serve ``device`` on this machine right now,
   and if not, why (one line a user can act on).
 * ``run(request)`` → ``Profile``.
+* ``configure(options)`` (optional): runner options from the command line (``--serial``,
+  ``--benchmark-binary``, ...) that ``availability`` may need; the same dict arrives as
+  ``BenchRequest.options``.
 """
 
 from __future__ import annotations
@@ -42,6 +45,16 @@ class Runner(ABC):
     name: str = ""
     formats: tuple[str, ...] = ()
     obtained: str = "measured"
+    _options: dict[str, Any] | None = None
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return self._options if self._options is not None else {}
+
+    def configure(self, options: dict[str, Any] | None) -> Runner:
+        """Remember runner options (device serial, tool paths); returns self."""
+        self._options = dict(options or {})
+        return self
 
     @abstractmethod
     def availability(self, device: DeviceProfile) -> tuple[bool, str]:

@@ -1,0 +1,74 @@
+"""``hybridexport bench``: per-layer latency of an artifact on a device (measured, or predicted)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from pathlib import Path
+
+HELP = "measure (or predict) per-layer latency of exported artifacts on a device"
+
+
+def _suite_module():
+    try:
+        return importlib.import_module("hybridexport.bench.suite")
+    except ImportError:
+        return None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from hybridexport.export.manifest import DEFAULT_OUT
+
+    parser.add_argument("model", nargs="?", metavar="MODEL",
+                        help="model name (e.g. iformer-t); default: every artifact `convert` wrote into --out")
+    parser.add_argument("--device", "-d", default="host", help="device profile (see `hybridexport devices`; default host)")
+    parser.add_argument("--format", "-f", dest="format", choices=("onnx", "executorch", "tflite", "coreml", "pytorch"),
+                        help="artifact format (default: the device's own: coreml for iPhones, tflite for Android, onnx on host)")
+    parser.add_argument("--runner", "-r", help="force a runner (e.g. predicted, host-executorch)")
+    parser.add_argument("--runs", type=int, default=50, help="timed runs (default 50)")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed warm-up runs (default 10)")
+    parser.add_argument("--threads", type=int, help="CPU threads (default: the device protocol's, 1 on host)")
+    parser.add_argument("--precision", help="artifact precision (default: the device protocol's for its format)")
+    parser.add_argument("--resolution", type=int, help="input resolution (default: the model card's)")
+    parser.add_argument("--checkpoint", help="weights to convert with when the artifact must be built")
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help=f"artifact directory (default {DEFAULT_OUT})")
+    parser.add_argument("--json", metavar="OUT", help="write the Profile (a list when several) as JSON to OUT")
+    parser.add_argument("--top", type=int, default=15, help="rows to show (default 15)")
+    parser.add_argument("--depth", type=int, help="sum rows per module path cut to DEPTH components")
+    g = parser.add_argument_group("phones")
+    g.add_argument("--serial", help="adb serial of the phone (default: the attached one matching --device)")
+    g.add_argument("--benchmark-binary", metavar="PATH",
+                   help="TFLite benchmark_model for the phone (or $HYBRIDEXPORT_BENCHMARK_MODEL)")
+    g.add_argument("--android-delegate", choices=("cpu", "gpu", "nnapi"),
+                   help="cpu (XNNPACK), gpu or nnapi (default: the device protocol's)")
+    g.add_argument("--ios-app", metavar="BUNDLE_ID", help="benchmark app on the iPhone (or $HYBRIDEXPORT_IOS_BENCH_APP)")
+    suite = _suite_module()
+    if suite is not None and hasattr(suite, "add_suite_arguments"):
+        suite.add_suite_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    suite = _suite_module()
+    if getattr(args, "suite", None) and suite is not None:
+        return int(suite.run_suite(args))
+    from hybridexport.atomic import write_json
+    from hybridexport.bench import bench
+    from hybridexport.bench.table import profile_table
+    from hybridexport.console import console
+
+    options = {k: v for k, v in {
+        "serial": args.serial, "benchmark_binary": args.benchmark_binary,
+        "android_delegate": args.android_delegate, "ios_app": args.ios_app,
+    }.items() if v}
+    profiles = bench(args.model, device=args.device, fmt=args.format, runner=args.runner, runs=args.runs,
+                     warmup=args.warmup, threads=args.threads, out=Path(args.out), precision=args.precision,
+                     resolution=args.resolution, checkpoint=args.checkpoint, options=options, progress=True)
+    for p in profiles:
+        console.print(profile_table(p, top=args.top, depth=args.depth, wide=console.width >= 110))
+        for note in p.notes:
+            console.print(f"[dim]note: {note}[/]", highlight=False)
+    if args.json:
+        data = profiles[0].to_dict() if len(profiles) == 1 else [p.to_dict() for p in profiles]
+        write_json(args.json, data)
+        console.print(f"wrote {args.json}")
+    return 0
