@@ -1,0 +1,64 @@
+"""``hybridexport rewrite MODEL``: run the verified rewrite passes and show what they changed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+HELP = "rewrite a model into mobile-friendly ops (verified passes) and report what changed"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL", nargs="?", help="e.g. mobilevit-xxs, iformer-t, mobileformer-26m, timm:<name>")
+    parser.add_argument(
+        "--passes", default=None, metavar="A,B,...",
+        help="comma-separated passes (default: the target's pipeline; see --list-passes)",
+    )
+    parser.add_argument(
+        "--target", default=None, metavar="TARGET",
+        help="pick the target's default pipeline (onnx, tflite, coreml, executorch, coreml-ane)",
+    )
+    parser.add_argument("--resolution", type=int, default=None, metavar="N", help="square input size (default: the card's)")
+    parser.add_argument("--checkpoint", default=None, metavar="PATH", help="local .pth/.pt/.safetensors weights to load")
+    parser.add_argument("--allow-mismatch", action="store_true", help="load the checkpoint's matching keys only")
+    parser.add_argument("--list-passes", action="store_true", help="list the passes and exit")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from hybridexport.console import console, err_console
+    from hybridexport.errors import ConversionError
+    from hybridexport.rewrite.base import known_pass_names, load_passes
+    from hybridexport.rewrite.pipeline import TARGET_PASSES, resolve_passes, run_pipeline
+    from hybridexport.rewrite.report import render_report
+    from hybridexport.zoo import build_model, resolve
+
+    if args.list_passes:
+        registry = load_passes()
+        for name in known_pass_names():
+            cls = registry[name]
+            console.print(f"[bold]{name}[/]{' (opt-in)' if cls.opt_in else ''}: {cls.summary}")
+        return 0
+    if not args.model:
+        raise ConversionError("rewrite needs a MODEL (e.g. mobilevit-xxs); `hybridexport list` shows the names")
+    names = resolve_passes(args.passes, args.target)  # unknown pass names fail here, before building
+    if args.target is not None and args.passes is None and args.target not in TARGET_PASSES:
+        known = ", ".join(sorted(TARGET_PASSES))
+        raise ConversionError(f"unknown rewrite target '{args.target}'; known targets: {known}")
+    if args.resolution is not None and args.resolution < 1:
+        raise ConversionError(f"--resolution {args.resolution} is not a size; pass a positive number (e.g. 224)")
+    resolve(args.model)
+    torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
+    with err_console.status(f"rewriting {args.model} ({', '.join(names)})…"):
+        loaded = build_model(args.model, checkpoint=args.checkpoint, resolution=args.resolution,
+                             strict=not args.allow_mismatch)
+        _, report = run_pipeline(loaded.module, loaded.example_input(), passes=names, target=args.target)
+    if args.json:
+        data = {"model": loaded.name, "resolution": loaded.resolution, **report.to_dict()}
+        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+        return 0
+    render_report(report, console, title=f"rewrite {loaded.name} @ {loaded.resolution}")
+    return 0

@@ -1,0 +1,131 @@
+"""The rewrite report: what each pass changed, whether it was verified, and op counts before/after."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+    from rich.console import Console
+    from torch import nn
+
+#: rows of the op-count table: (label, graph_ops key); graph_ops categories group reshape-like views
+#: (view/reshape/flatten/(un)squeeze) and transposes (transpose/permute)
+SUMMARY_ROWS = (
+    ("reshape-like", "reshape"),
+    ("transpose/permute", "transpose"),
+    ("rank-5+ tensors", "rank5_tensors"),
+    ("matmul/linear", "matmul"),
+    ("conv", "conv"),
+    ("split/slice", "split"),
+    ("concat", "concat"),
+    ("all ops", "total"),
+)
+
+
+@dataclass
+class PassRecord:
+    """One pass in one pipeline run."""
+
+    name: str
+    applied: bool
+    changes: list[str] = field(default_factory=list)
+    max_abs_err: float | None = None
+    reason: str = ""
+    matched: int = 0
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    #: True when the pass matched but crashed or failed verification (False for "not applicable")
+    failed: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        if d["max_abs_err"] is not None and d["max_abs_err"] == float("inf"):
+            d["max_abs_err"] = None
+        return d
+
+
+@dataclass
+class RewriteReport:
+    """Everything a pipeline run did. ``to_dict()`` is the JSON contract used by export manifests."""
+
+    passes: list[PassRecord] = field(default_factory=list)
+    ops_before: dict[str, Any] = field(default_factory=dict)
+    ops_after: dict[str, Any] = field(default_factory=dict)
+    rank5_before: int | None = None
+    rank5_after: int | None = None
+    target: str | None = None
+    #: max abs error of the final model against the input model, and the reference output scale
+    final_max_abs_err: float | None = None
+    output_scale: float | None = None
+    ops_source: str = ""
+
+    def applied(self) -> list[str]:
+        """Names of the passes that changed the model and passed verification."""
+        return [p.name for p in self.passes if p.applied]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passes": [p.to_dict() for p in self.passes],
+            "applied": self.applied(),
+            "target": self.target,
+            "ops_before": dict(self.ops_before),
+            "ops_after": dict(self.ops_after),
+            "rank5_before": self.rank5_before,
+            "rank5_after": self.rank5_after,
+            "final_max_abs_err": self.final_max_abs_err,
+            "output_scale": self.output_scale,
+            "ops_source": self.ops_source,
+        }
+
+
+def count_ops(module: nn.Module, example: torch.Tensor) -> tuple[dict[str, Any], int | None, str]:
+    """Op histogram (``hybridexport.analyze.graph_ops``) and rank-5 count: ``(ops, rank5, source)``."""
+    from hybridexport.analyze import graph_ops
+
+    ops = dict(graph_ops(module, example))
+    rank5 = ops.get("rank5_tensors")
+    return ops, (int(rank5) if isinstance(rank5, int) else None), "hybridexport.analyze.graph_ops"
+
+
+def _fmt_err(err: float | None) -> str:
+    if err is None:
+        return "–"
+    if err == float("inf"):
+        return "∞"
+    return f"{err:.2e}"
+
+
+def render_report(report: RewriteReport, console: Console | None = None, title: str = "rewrite") -> None:
+    """Print the report as rich tables: one row per pass, then the op counts before/after."""
+    from rich.table import Table
+
+    from hybridexport.console import console as default_console
+
+    con = console or default_console
+    table = Table(title=title + (f" (target {report.target})" if report.target else ""), title_justify="left")
+    table.add_column("pass")
+    table.add_column("applied")
+    table.add_column("changes / reason", overflow="fold")
+    table.add_column("max abs err", justify="right")
+    for p in report.passes:
+        status = "[green]yes[/]" if p.applied else ("[red]no[/]" if p.failed else "[yellow]n/a[/]")
+        lines = list(p.changes) if p.applied else [p.reason or "not applied"]
+        lines += [f"[dim]{n}[/]" for n in p.notes]
+        table.add_row(p.name, status, "\n".join(lines) or "–", _fmt_err(p.max_abs_err))
+    con.print(table)
+
+    counts = Table(title="exported-graph ops (torch.export)", title_justify="left")
+    counts.add_column("op")
+    counts.add_column("before", justify="right")
+    counts.add_column("after", justify="right")
+    for label, key in SUMMARY_ROWS:
+        b, a = report.ops_before.get(key), report.ops_after.get(key)
+        counts.add_row(label, "–" if b is None else str(b), "–" if a is None else str(a))
+    con.print(counts)
+    if report.final_max_abs_err is not None:
+        con.print(
+            f"final model vs input model: max abs error {_fmt_err(report.final_max_abs_err)} "
+            f"(output scale {report.output_scale:.3g}); ops counted by {report.ops_source}"
+        )
