@@ -1,0 +1,106 @@
+"""Parity: run an artifact on fixed seeded inputs and compare with PyTorch fp32.
+
+Metrics over N inputs: worst max-abs error, worst relative L2 error ``||y - y_ref|| / ||y_ref||``, and the
+share of inputs whose top-1 class agrees. Tolerances per precision are in
+:data:`hybridexport.export.options.TOLERANCE` (fp32 1e-4, fp16 1e-2, int8 0.1 relative L2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from hybridexport.export.manifest import Parity
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+#: Seeds of the verification inputs are VERIFY_SEED_BASE + i (seed 0 is the tracing example).
+VERIFY_SEED_BASE = 1000
+
+
+def verification_inputs(shape: Sequence[int], n: int) -> list[torch.Tensor]:
+    """``n`` fixed random inputs of ``shape`` (standard normal, seeded: identical on every run)."""
+    import torch
+
+    out = []
+    for i in range(n):
+        g = torch.Generator().manual_seed(VERIFY_SEED_BASE + i)
+        out.append(torch.randn(*shape, generator=g))
+    return out
+
+
+def flatten_outputs(y: object) -> list[np.ndarray]:
+    """A model output (tensor, tuple/list/dict of tensors, numpy arrays) → list of float32 numpy arrays."""
+    import torch
+
+    if isinstance(y, torch.Tensor):
+        return [y.detach().float().cpu().numpy()]
+    if isinstance(y, np.ndarray):
+        return [y.astype(np.float32, copy=False)]
+    if isinstance(y, dict):
+        return [a for v in y.values() for a in flatten_outputs(v)]
+    if isinstance(y, (list, tuple)):
+        return [a for v in y for a in flatten_outputs(v)]
+    raise TypeError(f"cannot compare model output of type {type(y).__name__}")
+
+
+def reference_outputs(module: nn.Module, inputs: Sequence[torch.Tensor]) -> list[list[np.ndarray]]:
+    """PyTorch eager outputs of ``module`` on each input (no grad)."""
+    import torch
+
+    with torch.no_grad():
+        return [flatten_outputs(module(x)) for x in inputs]
+
+
+def compare(
+    reference: Sequence[Sequence[np.ndarray]],
+    actual: Sequence[Sequence[np.ndarray]],
+    tolerance: float,
+) -> Parity:
+    """Compare per-input outputs; ``verified`` is True when the worst relative L2 error is within ``tolerance``."""
+    if len(reference) != len(actual):
+        raise ValueError(f"{len(actual)} outputs for {len(reference)} inputs")
+    max_abs = 0.0
+    worst_rel = 0.0
+    agree = 0
+    for ref, got in zip(reference, actual, strict=True):
+        if len(ref) != len(got):
+            raise ValueError(f"artifact returned {len(got)} outputs, PyTorch {len(ref)}")
+        r = np.concatenate([a.astype(np.float64).ravel() for a in ref])
+        g = np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in got])
+        if r.shape != g.shape:
+            raise ValueError(f"artifact output has {g.size} values, PyTorch {r.size}")
+        diff = g - r
+        max_abs = max(max_abs, float(np.max(np.abs(diff))) if diff.size else 0.0)
+        denom = float(np.linalg.norm(r))
+        rel = float(np.linalg.norm(diff)) / denom if denom > 0 else float(np.linalg.norm(diff))
+        worst_rel = max(worst_rel, rel)
+        agree += int(_top1(ref[0]) == _top1(np.asarray(got[0])))
+    n = len(reference)
+    ok = bool(np.isfinite(worst_rel) and worst_rel <= tolerance)
+    reason = (
+        f"rel L2 {worst_rel:.2e} <= {tolerance:g} over {n} inputs"
+        if ok
+        else f"rel L2 {worst_rel:.2e} exceeds tolerance {tolerance:g} over {n} inputs"
+    )
+    return Parity(
+        verified=ok,
+        max_abs_err=max_abs,
+        rel_l2_err=worst_rel,
+        top1_agreement=agree / n if n else None,
+        n_inputs=n,
+        tolerance=tolerance,
+        reason=reason,
+    )
+
+
+def _top1(a: np.ndarray) -> tuple[int, ...]:
+    """Arg-max along the last axis (per row); the whole array's arg-max for 1-D outputs."""
+    a = np.asarray(a)
+    if a.ndim <= 1:
+        return (int(np.argmax(a)),)
+    return tuple(int(i) for i in np.argmax(a.reshape(-1, a.shape[-1]), axis=-1))

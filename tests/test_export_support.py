@@ -1,0 +1,71 @@
+"""Tiny models for the export tests (fast conversions): a LoadedModel around any small nn.Module."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from hybridexport.zoo import LoadedModel, ModelSpec
+
+
+class TinyNet(nn.Module):
+    """conv → BN → ReLU → pool → linear: a classifier small enough to convert in seconds."""
+
+    def __init__(self, classes: int = 100) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.block = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1, groups=16), nn.Conv2d(16, 64, 1), nn.ReLU())
+        # 6400 weights: above coremltools' default 2048-element threshold for weight quantization
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.block(self.stem(x)))
+
+
+class LgammaBlock(nn.Module):
+    """Uses torch.lgamma, which none of the four formats can express."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.lgamma(x.abs() + 1.0)
+
+
+class NetWithLgamma(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 1)
+        self.odd = LgammaBlock()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.odd(self.stem(x)).mean(dim=(2, 3))
+
+
+def loaded(module: nn.Module, name: str = "tiny-net", resolution: int = 16, seed: int = 0) -> LoadedModel:
+    """Wrap ``module`` (seeded init, eval mode) like ``build_model`` would."""
+    torch.manual_seed(seed)
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm2d):  # non-trivial statistics so BN folding and fp16 are exercised
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 1.5)
+    spec = ModelSpec(name=name, family="timm", variant=name, resolution=resolution, source="tests")
+    return LoadedModel(spec=spec, module=module.eval(), resolution=resolution)
+
+
+def tiny(seed: int = 0) -> LoadedModel:
+    torch.manual_seed(seed)
+    return loaded(TinyNet(), seed=seed)
+
+
+class MobileVitV2Net(nn.Module):
+    """One timm MobileViTv2 block: litert-torch 0.10.0's converter passes fail on it without a workaround."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import hybridexport._tvshim  # noqa: F401
+
+        from timm.models.mobilevit import MobileVitV2Block
+
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.block = MobileVitV2Block(16, 16, transformer_dim=8, transformer_depth=1, patch_size=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(self.stem(x)).mean(dim=(2, 3))
