@@ -1,0 +1,233 @@
+"""The per-device cost model: a roofline per op, per-kind efficiencies, dispatch, fusion and fallback.
+
+For op *i* on the accelerator (peak ``P`` MAC/s, DRAM bandwidth ``B`` bytes/s):
+
+    t_i = smoothmax(macs_i / (P · eff[class_i] · macs_i / (macs_i + half_macs)),
+                    bytes_i / (B · mem[group_i]) · (1 + spill · share_over_onchip_i))  +  dispatch
+
+* ``eff``: per compute class (pointwise, k×k, depthwise conv, linear, matmul); small ops reach only
+  part of it (``half_macs``); ``mem``: per memory group (elementwise stream, norm/softmax/reduce,
+  relayout/transpose, concat/slice/pad); on the ANE the innermost axis is padded to 64 bytes;
+* activations the runtime fuses into their producer cost ``fused`` × their roofline time and no
+  dispatch; residual adds fed by a single-consumer compute op cost ``fused_add`` × theirs;
+* views (reshapes that move no data) cost ``view`` × dispatch;
+* ops the accelerator cannot run use the fallback unit's peak, divided by ``fallback_eff``, and each
+  switch between units costs ``switch`` plus moving the op's input over DRAM;
+* the model total adds a fixed per-inference ``overhead``.
+
+The parameters are fitted per device (``calibrate.py``) in log space; ``eff``/``mem`` are fractions
+of the device profile's peaks, so the fit says how far a unit is from its roofline per op kind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from hybridexport.predict.fallback import rule_for
+from hybridexport.predict.features import FeatureTable
+
+COMPUTE_CLASS = {"conv_pw": 0, "conv_kxk": 1, "conv_dw": 2, "linear": 3, "matmul": 4, "conv_group": 5}
+MEMORY_GROUP = {  # everything else: 0 ("stream": elementwise, casts, pooling, resize, ...)
+    "norm": 1, "softmax": 1, "reduce": 1,
+    "relayout": 2, "transpose": 2,
+    "concat": 3, "slice": 3, "pad": 3,
+}
+BYTES_PER_ELEM = {"fp32": 4, "fp16": 2, "int8": 1}
+
+# name, prior (linear units), lower, upper. Dispatch/switch/overhead in seconds.
+PARAMS: tuple[tuple[str, float, float, float], ...] = (
+    ("eff_conv_pw", 0.3, 1e-4, 4.0),
+    ("eff_conv_kxk", 0.3, 1e-4, 4.0),
+    ("eff_conv_dw", 0.05, 1e-5, 4.0),
+    ("eff_linear", 0.3, 1e-4, 4.0),
+    ("eff_matmul", 0.15, 1e-4, 4.0),
+    ("eff_conv_group", 0.1, 1e-5, 4.0),
+    ("mem_stream", 0.5, 1e-3, 16.0),
+    ("mem_norm", 0.2, 1e-4, 16.0),
+    ("mem_relayout", 0.2, 1e-4, 16.0),
+    ("mem_concat", 0.3, 1e-4, 16.0),
+    ("spill", 1.0, 1e-3, 100.0),
+    ("half_macs", 1e5, 1e2, 1e9),
+    ("dispatch", 5e-6, 1e-8, 1e-3),
+    ("view", 0.1, 1e-4, 1.0),
+    ("fused", 0.1, 1e-4, 1.0),
+    ("fused_add", 0.3, 1e-4, 1.0),
+    ("fused_complex", 0.1, 1e-4, 1.0),
+    ("fallback_eff", 0.3, 1e-3, 1.0),
+    ("switch", 5e-5, 1e-7, 1e-2),
+    ("overhead", 1e-4, 1e-7, 5e-2),
+)
+PARAM_NAMES = tuple(p[0] for p in PARAMS)
+# Parameters few calibration models exercise (only models with rank-5 tensors fall back) get a tighter
+# prior (log-scale sigma), so one inconsistent published figure cannot send them to extremes.
+PRIOR_SIGMA_OF = {"fallback_eff": 0.5, "switch": 0.5}
+# Shrinkage: each kind's efficiency is pulled towards a related kind's (a linear layer is a 1x1 conv,
+# concat/relayout/norm traffic is memory traffic), so a kind that few models exercise borrows strength.
+TIES: tuple[tuple[str, str], ...] = (
+    ("eff_conv_kxk", "eff_conv_pw"), ("eff_linear", "eff_conv_pw"), ("eff_matmul", "eff_linear"),
+    ("eff_conv_group", "eff_conv_kxk"),
+    ("mem_norm", "mem_stream"), ("mem_relayout", "mem_stream"), ("mem_concat", "mem_stream"),
+)
+_I = {n: i for i, n in enumerate(PARAM_NAMES)}
+_EFF = slice(_I["eff_conv_pw"], _I["eff_conv_group"] + 1)
+_MEM = slice(_I["mem_stream"], _I["mem_concat"] + 1)
+DISPATCH_PRIOR = {"ane": 5e-6, "gpu": 1e-5, "npu": 5e-6, "cpu": 2e-6}
+# The Neural Engine stores the innermost axis padded to 64 bytes (Apple, "Deploying Transformers on the
+# Apple Neural Engine"): a W=7 fp16 tensor moves 32/7 times its size. Other units: no padding modelled.
+INNER_ALIGN_BYTES = {"ane": 64}
+# On-chip memory per unit: an op whose activations exceed it streams them from DRAM (``spill`` × slower).
+ONCHIP_BYTES = {"ane": 4 * 2**20, "gpu": 2 * 2**20, "npu": 4 * 2**20, "cpu": 1 * 2**20}
+_SMOOTH_P = 4.0
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """What the cost model needs to know about a device and the protocol it runs."""
+
+    name: str
+    format: str
+    unit: str  # "ane" | "gpu" | "npu" | "cpu"
+    precision: str
+    peak_macs: float
+    fallback_macs: float
+    bandwidth: float
+
+    @property
+    def bytes_per_elem(self) -> int:
+        return BYTES_PER_ELEM.get(self.precision, 4)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": self.format, "unit": self.unit, "precision": self.precision,
+                "peak_macs": self.peak_macs, "fallback_macs": self.fallback_macs, "bandwidth": self.bandwidth}
+
+    @classmethod
+    def from_dict(cls, name: str, d: dict[str, Any]) -> DeviceSpec:
+        return cls(name=name, format=d["format"], unit=d["unit"], precision=d["precision"],
+                   peak_macs=float(d["peak_macs"]), fallback_macs=float(d["fallback_macs"]),
+                   bandwidth=float(d["bandwidth"]))
+
+
+def prior_theta(spec: DeviceSpec) -> np.ndarray:
+    vals = [DISPATCH_PRIOR.get(spec.unit, 5e-6) if n == "dispatch" else v for n, v, _, _ in PARAMS]
+    return np.log(np.array(vals, dtype=float))
+
+
+def bounds() -> tuple[np.ndarray, np.ndarray]:
+    return np.log([p[2] for p in PARAMS]), np.log([p[3] for p in PARAMS])
+
+
+def theta_from_params(params: dict[str, float]) -> np.ndarray:
+    return np.log(np.array([float(params[n]) for n in PARAM_NAMES], dtype=float))
+
+
+def params_from_theta(theta: np.ndarray) -> dict[str, float]:
+    return {n: float(np.exp(v)) for n, v in zip(PARAM_NAMES, theta, strict=True)}
+
+
+def _pad_factor(inner_bytes: int, align: int) -> float:
+    """How much bigger a tensor is in memory when its innermost axis is padded to ``align`` bytes."""
+    if align <= 0 or inner_bytes <= 0:
+        return 1.0
+    return float(-(-inner_bytes // align) * align) / inner_bytes
+
+
+class Design:
+    """The features of many models for one device, as flat arrays (one entry per op)."""
+
+    def __init__(self, tables: list[FeatureTable], spec: DeviceSpec) -> None:
+        self.spec = spec
+        self.n_models = len(tables)
+        falls_back = rule_for(spec.unit)
+        cols: dict[str, list[Any]] = {k: [] for k in ("model", "macs", "bytes", "in_bytes", "cls", "memg",
+                                                       "fusable", "fadd", "fcx", "fb", "trans", "view", "over")}
+        onchip = float(ONCHIP_BYTES.get(spec.unit, 2**20))
+        bpe = spec.bytes_per_elem
+        align = INNER_ALIGN_BYTES.get(spec.unit, 0)
+        for m, t in enumerate(tables):
+            index = {o.name: i for i, o in enumerate(t.ops)}
+            srcs = [[index[s] for s in o.inputs if s in index] for o in t.ops]
+            n_cons = np.bincount([j for src in srcs for j in src], minlength=len(t.ops))
+            fb: list[bool] = []
+            for o, src in zip(t.ops, srcs, strict=True):
+                # a view moves no data: it stays on whichever unit produced its input (no switch)
+                fb.append(fb[src[0]] if o.kind == "view" and src and src[0] < len(fb) else falls_back(o))
+            for i, o in enumerate(t.ops):
+                src = srcs[i]
+                cols["model"].append(m)
+                cols["macs"].append(float(o.macs))
+                # inputs are padded as their producers wrote them, the output by its own innermost size
+                pad_out = _pad_factor(o.last_dim * bpe, align)
+                pad_in = float(np.mean([_pad_factor(t.ops[j].last_dim * bpe, align) for j in src])) if src else 1.0
+                in_b = float(o.in_elems) * pad_in * bpe
+                act = in_b + float(o.out_elems) * pad_out * bpe
+                cols["bytes"].append(act + float(o.w_elems) * bpe)
+                cols["in_bytes"].append(in_b)
+                cols["over"].append(max(act - onchip, 0.0) / act if act > 0 else 0.0)
+                cols["cls"].append(COMPUTE_CLASS.get(o.kind, -1))
+                cols["fcx"].append(o.fusable and o.kind == "act_complex")
+                cols["memg"].append(MEMORY_GROUP.get(o.kind, 0))
+                cols["fusable"].append(o.fusable)
+                cols["fadd"].append(not o.fusable and o.kind == "eltwise" and len(src) == 2 and any(
+                    t.ops[j].kind in COMPUTE_CLASS and n_cons[j] == 1 for j in src))
+                cols["fb"].append(fb[i])
+                cols["trans"].append(any(fb[j] != fb[i] for j in src))
+                cols["view"].append(o.kind == "view")
+        self.model = np.array(cols["model"], dtype=np.int64)
+        self.macs = np.array(cols["macs"], dtype=float)
+        self.bytes = np.array(cols["bytes"], dtype=float)
+        self.in_bytes = np.array(cols["in_bytes"], dtype=float)
+        self.cls = np.array(cols["cls"], dtype=np.int64)
+        self.memg = np.array(cols["memg"], dtype=np.int64)
+        self.fusable = np.array(cols["fusable"], dtype=bool)
+        self.fadd = np.array(cols["fadd"], dtype=bool)
+        self.fcx = np.array(cols["fcx"], dtype=bool)
+        self.fb = np.array(cols["fb"], dtype=bool)
+        self.trans = np.array(cols["trans"], dtype=bool)
+        self.view = np.array(cols["view"], dtype=bool)
+        self.over = np.array(cols["over"], dtype=float)
+
+    def subset(self, keep_models: np.ndarray) -> Design:
+        """The same design restricted to some models (renumbered in order)."""
+        new = object.__new__(Design)
+        new.spec = self.spec
+        keep_models = np.asarray(keep_models, dtype=np.int64)
+        mask = np.isin(self.model, keep_models)
+        renum = -np.ones(self.n_models, dtype=np.int64)
+        renum[keep_models] = np.arange(len(keep_models))
+        for k in ("macs", "bytes", "in_bytes", "cls", "memg", "fusable", "fadd", "fcx", "fb", "trans", "view", "over"):
+            setattr(new, k, getattr(self, k)[mask])
+        new.model = renum[self.model[mask]]
+        new.n_models = len(keep_models)
+        return new
+
+    def op_times(self, theta: np.ndarray) -> np.ndarray:
+        """Seconds per op for log-parameters ``theta``."""
+        p = np.exp(theta)
+        eff, mem = p[_EFF], p[_MEM]
+        dispatch, view_f, fused_f = p[_I["dispatch"]], p[_I["view"]], p[_I["fused"]]
+        fb_eff, switch = p[_I["fallback_eff"]], p[_I["switch"]]
+        spec = self.spec
+        peak = np.where(self.fb, spec.fallback_macs, spec.peak_macs)
+        ceff = np.where(self.cls >= 0, eff[np.clip(self.cls, 0, len(eff) - 1)], 1.0)
+        # small ops cannot fill the unit: efficiency ramps up with size, half of it at ``half_macs``
+        ceff = ceff * self.macs / (self.macs + p[_I["half_macs"]])
+        t_c = np.where(self.cls >= 0, self.macs / (peak * np.maximum(ceff, 1e-30)), 0.0)
+        t_m = self.bytes / (spec.bandwidth * mem[self.memg]) * (1.0 + p[_I["spill"]] * self.over)
+        hi = np.maximum(t_c, t_m)
+        lo = np.minimum(t_c, t_m)
+        roof = hi * np.power(1.0 + np.power(lo / np.maximum(hi, 1e-30), _SMOOTH_P), 1.0 / _SMOOTH_P)
+        roof = np.where(self.fb, roof / fb_eff, roof)
+        t = np.where(self.fusable, roof * fused_f, roof + dispatch)
+        t = np.where(self.fadd, roof * p[_I["fused_add"]], t)
+        t = np.where(self.fcx, roof * p[_I["fused_complex"]], t)
+        t = np.where(self.view, dispatch * view_f, t)
+        t = t + np.where(self.trans, switch + self.in_bytes / spec.bandwidth, 0.0)
+        return t
+
+    def totals(self, theta: np.ndarray, per_op: np.ndarray | None = None) -> np.ndarray:
+        """Seconds per model (sum of op times plus the per-inference overhead)."""
+        per_op = self.op_times(theta) if per_op is None else per_op
+        return np.bincount(self.model, weights=per_op, minlength=self.n_models) + np.exp(theta[_I["overhead"]])
