@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine: creates .venv in the repo root (idempotent) and runs a job.
 #   bash scripts/dev.sh setup   # only create/refresh .venv
-#   bash scripts/dev.sh demo    # setup + the main job on the built-in default model
+#   bash scripts/dev.sh demo    # setup + the main job (convert iformer to Core ML, bench on iphone13)
 #   bash scripts/dev.sh test    # setup + ruff + the test suite
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,7 +46,11 @@ case "${1:-}" in
         setup
         shift
         MODEL=${1:-iformer}
-        "$VENV/bin/hybridexport" info "$MODEL"
+        DEVICE=${2:-iphone13}
+        # The mission's headline: rewrite + export + verify, then per-layer latency on a phone
+        # (predicted by the calibrated latency model when no phone is attached).
+        "$VENV/bin/hybridexport" convert "$MODEL" --to coreml
+        "$VENV/bin/hybridexport" bench --device "$DEVICE"
         ;;
     test)
         setup
@@ -61,7 +65,7 @@ case "${1:-}" in
         exit $rc
         ;;
     *)
-        echo "usage: bash scripts/dev.sh setup|demo [MODEL]|test [pytest args]" >&2
+        echo "usage: bash scripts/dev.sh setup|demo [MODEL [DEVICE]]|test [pytest args]" >&2
         exit 2
         ;;
 esac

@@ -1,0 +1,168 @@
+"""Suites: TOML parsing and its errors, running with an injected bench, the results file, the committed suite."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from hybridexport.bench import suite as suite_mod
+from hybridexport.bench.suite import SuiteResult, load_suite, parse_suite, run_suite, run_suite_file
+from hybridexport.errors import InputFileError, UnsupportedOpError
+from hybridexport.report.compare import compare
+from hybridexport.report.synthetic import measured_profile, predicted_profile
+
+REPO = Path(__file__).resolve().parents[1]
+
+GOOD = """
+name = "ci"
+description = "small"
+[defaults]
+runs = 20
+warmup = 3
+
+[[run]]
+models = ["iformer-t", "mobilevit-xxs"]
+devices = ["host"]
+formats = ["onnx"]
+runner = "host-onnxruntime"
+
+[[run]]
+models = ["iformer-t"]
+devices = ["iphone13", "pixel8"]
+formats = ["coreml", "tflite"]
+runs = 1
+warmup = 0
+"""
+
+
+def test_parse_cross_product_and_defaults():
+    s = parse_suite(GOOD)
+    assert s.name == "ci" and s.description == "small"
+    assert [i.key for i in s.items] == [
+        "iformer-t@host/onnx", "mobilevit-xxs@host/onnx",
+        "iformer-t@iphone13/coreml", "iformer-t@iphone13/tflite", "iformer-t@pixel8/coreml", "iformer-t@pixel8/tflite",
+    ]
+    host = s.items[0]
+    assert (host.runs, host.warmup, host.runner, host.precision) == (20, 3, "host-onnxruntime", None)
+    assert host.bench_kwargs() == {"device": "host", "format": "onnx", "runs": 20, "warmup": 3,
+                                   "runner": "host-onnxruntime"}
+    phone = s.items[-1]
+    assert (phone.runs, phone.warmup, phone.runner, phone.threads) == (1, 0, None, None)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("name = ", "not valid TOML"),
+    ("[[run]]\nmodels=['iformer-t']\ndevices=['host']\nformats=['onnx']", "missing 'name"),
+    ("name='x'", "at least one [[run]]"),
+    ("name='x'\nbogus=1\n[[run]]\nmodels=['iformer-t']\ndevices=['host']\nformats=['onnx']", "unknown top-level"),
+    ("name='x'\n[[run]]\nmodels=[]\ndevices=['host']\nformats=['onnx']", "'models' must be a non-empty list"),
+    ("name='x'\n[[run]]\nmodels=['iformer-t']\nformats=['onnx']", "'devices' must be a non-empty list"),
+    ("name='x'\n[[run]]\nmodels=['iformer-t']\ndevices=['host']\nformats=['onnx']\nruns='10'", "'runs' must be a int"),
+    ("name='x'\n[[run]]\nmodels=['iformer-t']\ndevices=['host']\nformats=['onnx']\nruns=0", "at least 1"),
+    ("name='x'\n[[run]]\nmodels=['iformer-t']\ndevices=['host']\nformats=['onnx']\nrunz=3", "unknown key(s) ['runz']"),
+    ("name='x'\n[[run]]\nmodels=['iformer-t']\ndevices=['host']\nformats=['pdf']", "unknown format 'pdf'"),
+    ("name='x'\n[[run]]\nmodels=['iformer-q']\ndevices=['host']\nformats=['onnx']", "iformer-q"),
+    ("name='x'\n[defaults]\nthreads=true\n[[run]]\nmodels=['iformer-t']\ndevices=['host']\nformats=['onnx']",
+     "'threads' must be a int"),
+    ("name='x'\n[[run]]\nmodels=['iformer-t']\ndevices=['host']\nformats=['onnx']\n"
+     "[[run]]\nmodels=['iformer-t']\ndevices=['host']\nformats=['onnx']", "already listed in [[run]] #1"),
+])
+def test_parse_errors_are_one_line_input_file_errors(text, message):
+    with pytest.raises(InputFileError) as info:
+        parse_suite(text, source="s.toml")
+    assert message in str(info.value) and "\n" not in str(info.value)
+    assert str(info.value).startswith("s.toml")
+
+
+def test_missing_suite_file():
+    with pytest.raises(InputFileError, match="does not exist"):
+        load_suite("/nonexistent/suite.toml")
+
+
+def _fake_bench(item):
+    if item.format == "tflite":
+        raise UnsupportedOpError("op 'aten.foo' at stages.1 cannot be expressed in TFLite")
+    if item.device == "host":
+        return measured_profile(item.model, item.device, item.format, seed=hash(item.model) % 100, n=item.runs)
+    return predicted_profile(item.model, item.device, item.format)
+
+
+def test_run_suite_records_profiles_and_failures(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text(GOOD, encoding="utf-8")
+    out = tmp_path / "res" / "ci.json"
+    result = run_suite_file(path, out=out, bench_fn=_fake_bench)
+    assert len(result.profiles) == 4 and len(result.failures) == 2
+    f = result.failures[0]
+    assert (f.format, f.error) == ("tflite", "UnsupportedOpError") and "aten.foo" in f.reason
+    data = json.loads(out.read_text())
+    assert data["kind"] == "hybridexport-suite-results" and data["suite"] == "ci" and data["created"]
+    assert len(data["profiles"]) == 4 and data["failures"][0]["reason"]
+    loaded = SuiteResult.load(out)
+    assert [p.to_dict() for p in loaded.profiles] == [suite_mod._round_floats(p.to_dict()) for p in result.profiles]
+    # compared with itself: nothing changes; the failures are listed as missing
+    cmp = compare(out, out)
+    assert {e.verdict for e in cmp.entries} == {"unchanged"} and len(cmp.entries) == 4
+    assert {m.key for m in cmp.missing} == {"iformer-t@iphone13/tflite", "iformer-t@pixel8/tflite"}
+    only = run_suite_file(path, bench_fn=_fake_bench, only=["pixel8"])
+    assert {p.device for p in only.profiles} == {"pixel8"}
+
+
+def test_run_suite_command_writes_json(tmp_path, monkeypatch):
+    path = tmp_path / "s.toml"
+    path.write_text(GOOD, encoding="utf-8")
+    monkeypatch.setattr(suite_mod, "_default_bench", lambda item, artifacts=None: _fake_bench(item))
+    out = tmp_path / "r.json"
+    args = argparse.Namespace(suite=str(path), json=str(out), only=None)
+    assert run_suite(args) == 1  # two items failed; the file is still written
+    assert len(SuiteResult.load(out).profiles) == 4
+    args = argparse.Namespace(suite=str(path), json=str(out), only=["host"])
+    assert run_suite(args) == 0
+
+
+def test_bad_results_file(tmp_path):
+    p = tmp_path / "r.json"
+    p.write_text(json.dumps({"kind": "hybridexport-suite-results", "schema_version": 99, "profiles": []}))
+    with pytest.raises(InputFileError, match="schema_version"):
+        SuiteResult.load(p)
+
+
+def test_committed_suite_covers_the_three_families_on_host_and_phones():
+    s = load_suite(REPO / "benchmarks" / "suite.toml")
+    models = {i.model for i in s.items}
+    assert {"iformer-t", "mobilevit-xxs", "mobileformer-26m"} <= models
+    host = [i for i in s.items if i.device == "host"]
+    phones = {i.device for i in s.items if i.device != "host"}
+    assert host and all(i.format == "onnx" for i in host)
+    assert {"iphone13", "pixel8"} <= phones
+
+
+def test_failures_gate_only_when_new(tmp_path):
+    """An item that failed in the baseline too is not a regression; one that used to work is."""
+    def failing(fmt):
+        def fn(item):
+            if item.format == fmt:
+                raise UnsupportedOpError(f"cannot run {fmt}")
+            return _fake_bench(item) if item.format != "tflite" else predicted_profile(item.model, item.device, "tflite")
+        return fn
+
+    path = tmp_path / "s.toml"
+    path.write_text(GOOD, encoding="utf-8")
+    base = run_suite_file(path, out=tmp_path / "base.json", bench_fn=failing("tflite"))
+    same = run_suite_file(path, out=tmp_path / "same.json", bench_fn=failing("tflite"))
+    worse = run_suite_file(path, out=tmp_path / "worse.json", bench_fn=failing("coreml"))
+    assert len(worse.failures) == 2
+    assert len(base.failures) == len(same.failures) == 2
+    cmp = compare(tmp_path / "base.json", tmp_path / "same.json")
+    assert {m.label for m in cmp.missing} == {"failed in both"}
+    assert cmp.exit_code(fail_on_missing=True) == 0
+    cmp = compare(tmp_path / "base.json", tmp_path / "worse.json")
+    labels = {m.key: m.label for m in cmp.missing}
+    assert labels["iformer-t@iphone13/coreml"] == "missing in new"
+    assert labels["iformer-t@iphone13/tflite"] == "missing in base"
+    assert cmp.exit_code() == 0 and cmp.exit_code(fail_on_missing=True) == 1
+    reasons = {m.key: m.reason for m in cmp.missing}
+    assert reasons["iformer-t@iphone13/coreml"] == "cannot run coreml"
