@@ -66,7 +66,7 @@ def test_prediction_is_deterministic_and_consistent(device: str) -> None:
 def test_calibration_reproduces_stored_parameters() -> None:
     """Refitting on the committed feature cache and the CSV gives the parameters stored in each profile."""
     if not DEFAULT_CSV.exists():
-        pytest.skip(f"calibration data {DEFAULT_CSV} is not available here")
+        pytest.fail(f"calibration data {DEFAULT_CSV} is missing: the tests need ../shared/data/latency beside the repository")
     _, sha = read_csv()
     for device in calibrated():
         lm = latency_model_of(device)
@@ -83,7 +83,7 @@ def test_calibration_reproduces_stored_parameters() -> None:
 def test_heldout_error_reproduces() -> None:
     """The stated held-out error (leave-one-family-out) is what a fresh calibration computes."""
     if not DEFAULT_CSV.exists():
-        pytest.skip(f"calibration data {DEFAULT_CSV} is not available here")
+        pytest.fail(f"calibration data {DEFAULT_CSV} is missing: the tests need ../shared/data/latency beside the repository")
     lm = latency_model_of("iphone13")
     ds, _ = phone_dataset("iphone13")
     refit = fit_dataset(ds, DeviceSpec.from_dict("iphone13", lm["device"]))
