@@ -267,8 +267,8 @@ def main(argv: list[str] | None = None) -> int:
         highlight=False, soft_wrap=True)
     true = {w: 100 * (pooled_p20(runs[f"B{w}"]) / pooled_a - 1) for w in widths}  # pooled p20 of every run
     busy = sum(1 for p in runs["A"] if "load_average" in p.environment
-               and p.environment["load_average"][0] > (p.environment.get("cpu_cores") or 1))
-    say(f"{busy}/{len(runs['A'])} A benchmarks started on a busy machine (load above the core count): their "
+               and p.environment["load_average"][0] >= (p.environment.get("cpu_cores") or 1) + 1)
+    say(f"{busy}/{len(runs['A'])} A benchmarks started on a busy machine (load ≥ cores + 1): their "
         "comparisons are informational (never gating)", highlight=False, soft_wrap=True)
     header = "statistic threshold  A/A false positives (gating)   " + "  ".join(f"B{w} {true[w]:+.1f}%" for w in widths)
     say(header + "   smallest detected ≥95%", highlight=False, soft_wrap=True)

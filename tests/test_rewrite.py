@@ -193,12 +193,12 @@ def test_split_heads_not_applicable_without_attention():
 
 def test_broken_split_is_rejected(mobilevit, monkeypatch):
     model, x = mobilevit
-    real = split_heads.per_head_linears
+    real = split_heads.scaled_linear
 
-    def perturbed(weight, bias, heads, scale=1.0):
-        return real(weight * 1.05, bias, heads, scale)
+    def perturbed(weight, bias, scale=1.0, rows=0):
+        return real(weight * 1.05, bias, scale, rows)
 
-    monkeypatch.setattr(split_heads, "per_head_linears", perturbed)
+    monkeypatch.setattr(split_heads, "scaled_linear", perturbed)
     new, report = run_pipeline(model, x, passes=["split-heads"], count=False)
     rec = record(report, "split-heads")
     assert not rec.applied and "verification failed" in rec.reason

@@ -166,3 +166,52 @@ def test_failures_gate_only_when_new(tmp_path):
     assert cmp.exit_code() == 0 and cmp.exit_code(fail_on_missing=True) == 1
     reasons = {m.key: m.reason for m in cmp.missing}
     assert reasons["iformer-t@iphone13/coreml"] == "cannot run coreml"
+
+
+def test_parallel_phase_then_measured_items_one_at_a_time(tmp_path):
+    """jobs>1: predicted items and conversions first (in parallel), then measured items alone, in suite order."""
+    import threading
+
+    path = tmp_path / "s.toml"
+    path.write_text(GOOD.replace('runs = 1\nwarmup = 0', 'runs = 1\nwarmup = 0\nrunner = "predicted"'),
+                    encoding="utf-8")
+    log: list[tuple[str, str]] = []
+    lock = threading.Lock()
+    measuring = threading.Event()
+
+    def prepare(item):
+        assert not measuring.is_set(), "a conversion ran while a measured item was being timed"
+        with lock:
+            log.append(("prepare", item.key))
+        if item.model == "mobilevit-xxs":
+            raise UnsupportedOpError("aten.unfold cannot be exported")
+
+    def bench_fn(item):
+        if item.runner != "predicted":
+            measuring.set()
+        with lock:
+            log.append(("bench", item.key))
+        return _fake_bench(item) if item.format != "tflite" else predicted_profile(item.model, item.device, "tflite")
+
+    seen = []
+    result = run_suite_file(path, bench_fn=bench_fn, prepare_fn=prepare, jobs=2,
+                            on_item=lambda item, p, f, s: seen.append((item.key, p is not None, s >= 0)))
+    assert [p.device for p in result.profiles] == ["host", "iphone13", "iphone13", "pixel8", "pixel8"]
+    assert [(f.model, f.error) for f in result.failures] == [("mobilevit-xxs", "UnsupportedOpError")]
+    assert ("prepare", "iformer-t@host/onnx") in log and ("bench", "mobilevit-xxs@host/onnx") not in log
+    assert log[-1] == ("bench", "iformer-t@host/onnx")  # the measured item ran last, after the parallel phase
+    assert len(seen) == 6 and set(result.item_seconds) == {i.key for i in load_suite(path).items}
+    serial = run_suite_file(path, bench_fn=bench_fn, jobs=1)  # no prepare step: mobilevit-xxs works here
+    assert [p.to_dict() for p in serial.profiles if p.model != "mobilevit-xxs"] == [p.to_dict() for p in result.profiles]
+
+
+def test_results_gzip_round_trip(tmp_path):
+    r = SuiteResult(suite="z", created="now", profiles=[predicted_profile(), measured_profile(n=10)])
+    gz = r.save(tmp_path / "r.json.gz")
+    assert gz.read_bytes()[:2] == b"\x1f\x8b"
+    assert r.save(tmp_path / "again.json.gz").read_bytes() == gz.read_bytes()  # reproducible bytes
+    assert [p.model for p in SuiteResult.load(gz).profiles] == ["iformer-t", "iformer-t"]
+    assert {e.verdict for e in compare(gz, gz).entries} == {"unchanged"}
+    (tmp_path / "bad.json.gz").write_bytes(gz.read_bytes()[:40])
+    with pytest.raises(InputFileError):
+        compare(tmp_path / "bad.json.gz", gz)

@@ -15,8 +15,8 @@ is seeded, so the same files always give the same verdict. *Predicted* profiles 
 so a plain relative threshold on the medians decides; so does a measured profile with fewer than 5
 raw samples (noted in the report). Measured pairs can get their own, more generous threshold
 (``measured_threshold``), since a within-run interval cannot see drift between runs. Under
-sustained load no statistic helps, so a measured pair taken on a busy machine (1-minute load average
-above the core count when the runner started), on different machines, or a measured/predicted mix,
+sustained load no statistic helps, so a measured pair taken on a busy machine (1-minute load average at
+least the core count + 1 when the runner started), on different machines, or a measured/predicted mix,
 still gets a verdict but is marked *informational* and never fails the exit code. Layers are matched
 by ``nn.Module`` path (runtime rows of one module summed, per run when raw samples exist); layers
 found on one side only are listed as added or removed, and layers whose compute units changed are
@@ -275,15 +275,15 @@ def load_side(obj: Any) -> Side:
 
 
 def _load_path(path: Path) -> Side:
-    from hybridexport.bench.suite import SuiteResult
+    from hybridexport.bench.suite import SuiteResult, read_text_maybe_gzip
 
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text_maybe_gzip(path)
     except FileNotFoundError:
         raise InputFileError(f"'{path}' does not exist; pass a file written by `hybridexport bench --json`") from None
     except IsADirectoryError:
         raise InputFileError(f"'{path}' is a directory; pass a profile or suite results JSON file") from None
-    except UnicodeDecodeError:
+    except (UnicodeDecodeError, OSError, EOFError):
         raise InputFileError(f"'{path}' is not a text file; pass a profile or suite results JSON file") from None
     try:
         data = json.loads(text)
@@ -373,11 +373,14 @@ def compare_layers(
 
 
 def _busy(profile: Profile) -> str:
-    """'load 5.7 on 2 cores' when the 1-minute load average exceeded the core count, else ''."""
+    """'load 5.7 on 2 cores' when the 1-minute load average reached the core count + 1, else ''.
+
+    The benchmark itself accounts for about 1, so this means at least one process more than cores.
+    """
     env = profile.environment or {}
     load, cores = env.get("load_average"), env.get("cpu_cores") or env.get("cpu_count")
     try:
-        if profile.obtained == "measured" and load and cores and float(load[0]) > float(cores):
+        if profile.obtained == "measured" and load and cores and float(load[0]) >= float(cores) + 1:
             return f"load {float(load[0]):.1f} on {int(cores)} cores"
     except (TypeError, ValueError, IndexError, KeyError):
         pass

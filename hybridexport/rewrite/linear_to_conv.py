@@ -60,19 +60,13 @@ def conv1x1_from(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Conv2d:
 def _attention_weights(attn: nn.Module) -> tuple[torch.Tensor, ...] | None:
     """(wq·scale, bq·scale, wk, bk, wv, bv) of a timm Attention or a SplitHeadAttention, else None."""
     if isinstance(attn, SplitHeadAttention):
-        if not (isinstance(attn.q_norm, nn.Identity) and isinstance(attn.k_norm, nn.Identity)):
+        if not (attn.fold_scale and isinstance(attn.k_norm, nn.Identity)):
             return None
         if not isinstance(attn.norm, nn.Identity) or attn.gate is not None:
             return None
-        q = [(lin.weight, lin.bias) for lin in attn.q]  # scale already folded
-        cat = [torch.cat([w for w, _ in q]), None if q[0][1] is None else torch.cat([b for _, b in q])]
-        k = [(lin.weight, lin.bias) for lin in attn.k]
-        v = [(lin.weight, lin.bias) for lin in attn.v]
-        return (
-            *cat,
-            torch.cat([w for w, _ in k]), None if k[0][1] is None else torch.cat([b for _, b in k]),
-            torch.cat([w for w, _ in v]), None if v[0][1] is None else torch.cat([b for _, b in v]),
-        )
+        a = attn.num_heads * attn.head_dim
+        w, b = attn.qkv.weight, attn.qkv.bias  # query rows already carry the softmax scale
+        return tuple(t for i in range(3) for t in (w[i * a:(i + 1) * a], None if b is None else b[i * a:(i + 1) * a]))
     try:
         from timm.layers import Attention as TimmAttention
     except ImportError:  # pragma: no cover

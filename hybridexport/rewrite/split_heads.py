@@ -1,10 +1,11 @@
 """``split-heads``: multi-head attention without rank-5 tensors or head permutes.
 
-Each head gets its own projections (rows of the original weight; the softmax scale folded into the
-query or key weights) and its own rank-3 attention; heads are concatenated on channels. This is the
-split-head form of Apple's ml-ane-transformers (``reference/multihead_attention.py``: per-head split,
-einsum per head, concat on channels) and Qualcomm's split-head attention: no tensor carries a head
-axis, so no reshape to (B, N, 3, heads, d) and no permute that moves heads.
+Projections stay fused (one matmul; the softmax scale folded into the query or key rows); their
+output is split on channels into per-head tensors, each head runs its own rank-3 attention, and heads
+are concatenated on channels. This is the split form of Apple's ml-ane-transformers
+(``reference/multihead_attention.py``: ``q.split(d_head, dim=1)``, einsum per head, concat on
+channels) and of Qualcomm's split-head attention: no tensor carries a head axis, so there is no
+reshape to (B, N, 3, heads, d) and no permute that moves heads.
 """
 
 from __future__ import annotations
@@ -22,18 +23,18 @@ from hybridexport.rewrite.base import PassOutcome, RewritePass, count_phrase, re
 
 
 @torch.no_grad()
-def per_head_linears(weight: torch.Tensor, bias: torch.Tensor | None, heads: int, scale: float = 1.0) -> nn.ModuleList:
-    """Split a projection's output rows into ``heads`` Linear layers (optionally pre-scaled)."""
+def scaled_linear(weight: torch.Tensor, bias: torch.Tensor | None, scale: float = 1.0,
+                  rows: int = 0) -> nn.Linear:
+    """A Linear with ``weight``/``bias``; the first ``rows`` output rows (all when 0) multiplied by
+    ``scale`` (the softmax scale folded into the query projection)."""
     out_features, in_features = weight.shape
-    d = out_features // heads
-    layers = nn.ModuleList()
-    for h in range(heads):
-        lin = nn.Linear(in_features, d, bias=bias is not None, dtype=weight.dtype)
-        lin.weight.copy_(weight[h * d:(h + 1) * d] * scale)
-        if bias is not None:
-            lin.bias.copy_(bias[h * d:(h + 1) * d] * scale)
-        layers.append(lin)
-    return layers
+    lin = nn.Linear(in_features, out_features, bias=bias is not None, dtype=weight.dtype)
+    factor = torch.ones(out_features, dtype=weight.dtype)
+    factor[: rows or out_features] = scale
+    lin.weight.copy_(weight * factor[:, None])
+    if bias is not None:
+        lin.bias.copy_(bias * factor)
+    return lin
 
 
 def additive_mask(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
@@ -51,50 +52,45 @@ def _head_slice(mask: torch.Tensor | None, h: int) -> torch.Tensor | None:
 
 
 class SplitHeadAttention(nn.Module):
-    """timm ``Attention`` (qkv Linear, ``num_heads``) as per-head projections + rank-3 attention.
+    """timm ``Attention`` (qkv Linear, ``num_heads``) as channel splits + per-head rank-3 attention.
 
     Same call signature as timm's ``forward(x, attn_mask=None, is_causal=False)``, x: (B, N, C).
     """
 
     def __init__(self, src: nn.Module) -> None:
         super().__init__()
-        heads, d = src.num_heads, src.head_dim
-        attn_dim = heads * d
-        self.num_heads, self.head_dim, self.scale = heads, d, src.scale
+        self.num_heads, self.head_dim, self.scale = src.num_heads, src.head_dim, src.scale
         self.fold_scale = isinstance(src.q_norm, nn.Identity)
-        w, b = src.qkv.weight, src.qkv.bias
-        bq, bk, bv = (None, None, None) if b is None else (b[:attn_dim], b[attn_dim:2 * attn_dim], b[2 * attn_dim:])
-        self.q = per_head_linears(w[:attn_dim], bq, heads, src.scale if self.fold_scale else 1.0)
-        self.k = per_head_linears(w[attn_dim:2 * attn_dim], bk, heads)
-        self.v = per_head_linears(w[2 * attn_dim:], bv, heads)
+        attn_dim = src.num_heads * src.head_dim
+        self.qkv = scaled_linear(src.qkv.weight, src.qkv.bias, src.scale if self.fold_scale else 1.0, attn_dim)
         self.q_norm, self.k_norm = src.q_norm, src.k_norm
         self.attn_drop, self.norm, self.proj, self.proj_drop = src.attn_drop, src.norm, src.proj, src.proj_drop
         self.gate = getattr(src, "gate", None)
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
-        n = x.shape[-2]
+        n, heads = x.shape[-2], self.num_heads
         if is_causal:
             attn_mask = torch.full((n, n), float("-inf"), dtype=x.dtype, device=x.device).triu(1)
         mask = additive_mask(attn_mask, x)
-        heads = []
-        for h in range(self.num_heads):
-            q = self.q_norm(self.q[h](x))
-            k = self.k_norm(self.k[h](x))
+        parts = self.qkv(x).split(self.head_dim, dim=-1)  # q heads, k heads, v heads: (B, N, d) each
+        outs = []
+        for h in range(heads):
+            q, k = self.q_norm(parts[h]), self.k_norm(parts[heads + h])
             if not self.fold_scale:
                 q = q * self.scale
             scores = q @ k.transpose(-2, -1)
             m = _head_slice(mask, h)
             if m is not None:
                 scores = scores + m
-            heads.append(self.attn_drop(scores.softmax(dim=-1)) @ self.v[h](x))
-        out = self.norm(torch.cat(heads, dim=-1))
+            outs.append(self.attn_drop(scores.softmax(dim=-1)) @ parts[2 * heads + h])
+        out = self.norm(torch.cat(outs, dim=-1))
         if self.gate is not None:
             out = out * self.gate(x).sigmoid()
         return self.proj_drop(self.proj(out))
 
 
 class SplitHeadMultiheadAttention(nn.Module):
-    """``nn.MultiheadAttention`` as per-head projections + rank-3 attention, same call signature."""
+    """``nn.MultiheadAttention`` as channel splits + per-head rank-3 attention, same call signature."""
 
     def __init__(self, src: nn.MultiheadAttention) -> None:
         super().__init__()
@@ -110,9 +106,8 @@ class SplitHeadMultiheadAttention(nn.Module):
         else:
             wq, wk, wv = src.q_proj_weight, src.k_proj_weight, src.v_proj_weight
         bq, bk, bv = src.in_proj_bias.chunk(3) if src.in_proj_bias is not None else (None, None, None)
-        self.q = per_head_linears(wq, bq, heads, d ** -0.5)
-        self.k = per_head_linears(wk, bk, heads)
-        self.v = per_head_linears(wv, bv, heads)
+        self.q_proj = scaled_linear(wq, bq, d ** -0.5)
+        self.k_proj, self.v_proj = scaled_linear(wk, bk), scaled_linear(wv, bv)
         self.out_proj = src.out_proj
 
     def forward(
@@ -141,9 +136,11 @@ class SplitHeadMultiheadAttention(nn.Module):
             mask = mask.reshape(b, self.num_heads, l_q, s)
         kpm = _mha_mask(key_padding_mask, query)
         kpm = kpm[:, None, :] if kpm is not None else None
+        d = self.head_dim
+        qs, ks, vs = self.q_proj(query).split(d, -1), self.k_proj(key).split(d, -1), self.v_proj(value).split(d, -1)
         outs, weights = [], []
         for h in range(self.num_heads):
-            scores = self.q[h](query) @ self.k[h](key).transpose(-2, -1)
+            scores = qs[h] @ ks[h].transpose(-2, -1)
             m = _head_slice(mask, h)
             if m is not None:
                 scores = scores + m
@@ -153,7 +150,7 @@ class SplitHeadMultiheadAttention(nn.Module):
             weights.append(probs)
             if self.training and self.dropout > 0:
                 probs = nn.functional.dropout(probs, self.dropout)
-            outs.append(probs @ self.v[h](value))
+            outs.append(probs @ vs[h])
         out = self.out_proj(torch.cat(outs, dim=-1))
         if not self.batch_first or unbatched:
             out = out.transpose(0, 1)
@@ -173,45 +170,48 @@ def _mha_mask(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | N
 
 
 class SplitHeadMobile2Former(nn.Module):
-    """Mobile-Former Mobile→Former (tokens attend to the feature map) with per-head queries.
+    """Mobile-Former Mobile→Former (tokens attend to the feature map), heads split on channels.
 
-    Per head h: q_h = q_h(tokens) (B×T×d, scale folded), kv_h = features[:, h·d:(h+1)·d] as B×d×HW;
-    attention softmax(q_h @ kv_h) @ kv_hᵀ → B×T×d; heads concatenated on channels.
+    Per head h: q_h = q(tokens)[..., h·d:(h+1)·d] (B×T×d, scale folded), kv_h = features[:, h·d:(h+1)·d]
+    as B×d×HW; attention softmax(q_h @ kv_h) @ kv_hᵀ → B×T×d; heads concatenated on channels.
     """
 
     def __init__(self, src: nn.Module) -> None:
         super().__init__()
         self.num_heads, self.scale = src.num_heads, src.scale
-        self.q = per_head_linears(src.q.weight, src.q.bias, src.num_heads, src.scale)
+        self.q = scaled_linear(src.q.weight, src.q.bias, src.scale)
         self.alpha, self.proj, self.layer_norm = src.alpha, src.proj, src.layer_norm
 
     def forward(self, features: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         b, c, h, w = features.shape
+        d = c // self.num_heads
         tok = tokens.transpose(0, 1)  # B×T×D
+        qs = self.q(tok).split(d, dim=-1)
         outs = []
-        for i, kv in enumerate(features.split(c // self.num_heads, dim=1)):
-            kv = kv.reshape(b, c // self.num_heads, h * w)  # B×d×HW
-            attn = (self.q[i](tok) @ kv).softmax(dim=-1)  # B×T×HW
+        for i, kv in enumerate(features.split(d, dim=1)):
+            kv = kv.reshape(b, d, h * w)  # B×d×HW
+            attn = (qs[i] @ kv).softmax(dim=-1)  # B×T×HW
             outs.append(attn @ kv.transpose(1, 2))  # B×T×d
         out = torch.cat(outs, dim=-1) * (self.alpha(tok) * 2.0)
         return self.layer_norm(tokens + self.proj(out).transpose(0, 1))
 
 
 class SplitHeadFormer(nn.Module):
-    """Mobile-Former's Former (token self-attention, keys = values = tokens) with per-head queries."""
+    """Mobile-Former's Former (token self-attention, keys = values = tokens), heads split on channels."""
 
     def __init__(self, src: nn.Module) -> None:
         super().__init__()
         self.num_heads, self.scale = src.num_heads, src.scale
-        self.q = per_head_linears(src.q.weight, src.q.bias, src.num_heads, src.scale)
+        self.q = scaled_linear(src.q.weight, src.q.bias, src.scale)
         self.proj, self.layer_norm, self.ffn, self.ffn_norm = src.proj, src.layer_norm, src.ffn, src.ffn_norm
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         tok = tokens.transpose(0, 1)  # B×T×D
         d = tok.shape[-1] // self.num_heads
+        qs = self.q(tok).split(d, dim=-1)
         outs = []
         for i, kv in enumerate(tok.split(d, dim=-1)):  # B×T×d
-            attn = (self.q[i](tok) @ kv.transpose(1, 2)).softmax(dim=-1)  # B×T×T
+            attn = (qs[i] @ kv.transpose(1, 2)).softmax(dim=-1)  # B×T×T
             outs.append(attn @ kv)
         tokens = self.layer_norm(tokens + self.proj(torch.cat(outs, dim=-1)).transpose(0, 1))
         return self.ffn_norm(tokens + self.ffn(tokens))
@@ -227,17 +227,20 @@ class SplitHeadFormer2Mobile(nn.Module):
     def __init__(self, src: nn.Module) -> None:
         super().__init__()
         self.num_heads, self.scale = src.num_heads, src.scale
-        self.k = per_head_linears(src.k.weight, src.k.bias, src.num_heads, src.scale)
-        self.v = per_head_linears(src.v.weight, src.v.bias, src.num_heads)
+        self.k = scaled_linear(src.k.weight, src.k.bias, src.scale)
+        self.v = scaled_linear(src.v.weight, src.v.bias)
 
     def forward(self, features: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         b, c, h, w = features.shape
+        d = c // self.num_heads
         tok = tokens.transpose(0, 1)  # B×T×D
+        ks = self.k(tok).split(d, dim=-1)
+        vts = self.v(tok).transpose(1, 2).split(d, dim=1)  # heads × B×d×T
         outs = []
-        for i, q in enumerate(features.split(c // self.num_heads, dim=1)):
-            q = q.reshape(b, c // self.num_heads, h * w)  # B×d×HW
-            attn_t = (self.k[i](tok) @ q).softmax(dim=1)  # B×T×HW
-            outs.append(self.v[i](tok).transpose(1, 2) @ attn_t)  # B×d×HW
+        for i, q in enumerate(features.split(d, dim=1)):
+            q = q.reshape(b, d, h * w)  # B×d×HW
+            attn_t = (ks[i] @ q).softmax(dim=1)  # B×T×HW
+            outs.append(vts[i] @ attn_t)  # B×d×HW
         return features + torch.cat(outs, dim=1).reshape(b, c, h, w)
 
 
@@ -310,13 +313,14 @@ class SplitHeads(RewritePass):
         qkv(x) ─ reshape (B, N, 3, H, d) ─ permute (3, B, H, N, d) ─ unbind ─ SDPA ─ transpose ─ reshape ─ proj
     After::
 
-        for h in heads:  softmax(q_h(x)·s @ k_h(x)ᵀ) @ v_h(x)      (B, N, d) each
+        qkv(x)·s ─ split(d, dim=-1) → q_h, k_h, v_h                 (B, N, d) each
+        for h in heads:  softmax(q_h @ k_hᵀ) @ v_h
         cat(heads, dim=-1) ─ proj
 
     Handles timm ``Attention`` (ViT/MobileViT blocks), ``nn.MultiheadAttention`` (no bias_k/zero_attn),
     Mobile-Former's Mobile→Former, Former and Former→Mobile, and iFormer's single-head SHMA (its fused
     path's unit head axis and transposes removed). Every tensor has rank ≤ 4 (rank 3 for
-    token inputs) and no permute touches a head axis; the cost is ``heads``× more, smaller matmuls.
+    token inputs) and no permute touches a head axis; the cost is ``heads``× more, smaller attention matmuls.
     """
 
     name = "split-heads"
