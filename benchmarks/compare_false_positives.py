@@ -216,8 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--thresholds", default="5%,10%,25%", help="thresholds to report (the default is 5%%)")
     ap.add_argument("--confidence", type=float, default=0.99)
-    ap.add_argument("--statistics", default="p20,median,ref-p20",
-                    help="statistics to report (the default is p20; ref-X: X of model/reference per run, --timer own)")
+    ap.add_argument("--statistics", default="p20+median,p20,median,ref-p20+median",
+                    help="statistics to report (compare's default is p20+median; ref-X: X of model/reference per "
+                         "run, needs --timer own)")
     ap.add_argument("--widths", default="4,8,16,32,64", help="extra-block widths for the A/B slowdowns")
     ap.add_argument("--timer", choices=("auto", "own", "runner"), default="auto")
     ap.add_argument("--save", metavar="JSON", help="keep the timings here (re-analyse with --load)")
@@ -270,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
                and p.environment["load_average"][0] >= (p.environment.get("cpu_cores") or 1) + 1)
     say(f"{busy}/{len(runs['A'])} A benchmarks started on a busy machine (load ≥ cores + 1): their "
         "comparisons are informational (never gating)", highlight=False, soft_wrap=True)
-    header = "statistic threshold  A/A false positives (gating)   " + "  ".join(f"B{w} {true[w]:+.1f}%" for w in widths)
+    header = "     statistic threshold  A/A false positives (gating)   " + "  ".join(f"B{w} {true[w]:+.1f}%" for w in widths)
     say(header + "   smallest detected ≥95%", highlight=False, soft_wrap=True)
     stats_to_show = [s for s in args.statistics.split(",")
                      if not s.startswith("ref-") or runs["A"][0].extra.get("reference_ms")]
@@ -286,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
             if rate >= 0.95 and smallest is None:
                 smallest = true[w]
         small = "none tried" if smallest is None else f"{smallest:+.1f}%"
-        say(f"{stat:>9} {100 * thr:>8.0f}%  {fp:>4}/{len(aa):<4} = {100 * fp / max(len(aa), 1):5.2f}% ({gating_fp:>3})   "
+        say(f"{stat:>14} {100 * thr:>8.0f}%  {fp:>4}/{len(aa):<4} = {100 * fp / max(len(aa), 1):5.2f}% ({gating_fp:>3})   "
             + "  ".join(cells)
             + f"   {small}", highlight=False, soft_wrap=True)
     say(f"(A/B cells: share of {len(ab_pairs)} A×B pairs called a regression; timing took {timing_s:.0f} s)",

@@ -214,6 +214,21 @@ def test_unfold_as_conv_mobilevitv2_removes_rank6():
     assert_close(model, new, x)
 
 
+@pytest.mark.parametrize("qk_norm", [False, True])
+def test_split_head_attention_matches_timm_with_masks(qk_norm):
+    from timm.layers import Attention
+
+    torch.manual_seed(0)
+    attn = Attention(16, num_heads=4, qkv_bias=True, qk_norm=qk_norm, norm_layer=nn.LayerNorm).eval()
+    new = split_heads.SplitHeadAttention(attn).eval()
+    x = torch.randn(2, 6, 16)
+    bool_mask = torch.rand(2, 4, 6, 6) > 0.3
+    bool_mask[..., 0] = True  # every query attends to something
+    with torch.no_grad():
+        for kw in ({}, {"attn_mask": bool_mask}, {"attn_mask": torch.randn(6, 6)}, {"is_causal": True}):
+            torch.testing.assert_close(new(x, **kw), attn(x, **kw), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("batch_first", [True, False])
 def test_split_heads_multihead_attention_masks_and_weights(batch_first):
     torch.manual_seed(0)

@@ -22,8 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="threshold for measured-vs-measured pairs (default: --threshold); they must also clear "
                              "the bootstrap interval")
     parser.add_argument("--confidence", type=float, default=0.99, help="bootstrap interval level (default 0.99)")
-    parser.add_argument("--statistic", default="p20",
-                        help="what measured runs are compared by: p20 (default; robust to background load), median, pNN")
+    parser.add_argument("--statistic", default="p20+median",
+                        help="what measured runs are compared by: p20+median (default: both must show the change), "
+                             "or one of median, p20, pNN")
     parser.add_argument("--format", choices=FORMATS, default=None,
                         help="report format (default: text on the terminal, or from each --out file's extension)")
     parser.add_argument("--out", metavar="FILE", action="append", default=None,

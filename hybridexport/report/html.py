@@ -201,7 +201,8 @@ def render_html(cmp: Comparison, top: int = 5, title: str = "hybridexport latenc
         f"<h1>{_e(title)}</h1>",
         f'<p class="{"fail" if gating else "pass"}"><strong>{_e(headline(cmp))}</strong></p>',
         f'<p class="meta">base <code>{_e(cmp.base_source)}</code> → new <code>{_e(cmp.new_source)}</code> · {_e(thr)} · '
-        f'measured: {_e(cmp.statistic)} of raw timings, {100 * cmp.confidence:.0f}% bootstrap interval · '
+        f'measured: {_e(" and ".join(cmp.statistic.split("+")))} of raw timings, {100 * cmp.confidence:.0f}% '
+        f'bootstrap interval · '
         f'{_e(cmp.created)}</p>',
         "<h2>End-to-end change</h2>",
         overview_svg(cmp),

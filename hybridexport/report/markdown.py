@@ -9,6 +9,11 @@ ICON = {"regression": "🔴", "improvement": "🟢", "unchanged": "⚪"}
 MARKER = "<!-- hybridexport-latency-report -->"  # lets a CI bot find and update its previous comment
 
 
+def _stat_text(cmp: Comparison) -> str:
+    parts = cmp.statistic.split("+")
+    return parts[0] if len(parts) == 1 else " and ".join(parts) + " must both show the change"
+
+
 def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
@@ -39,8 +44,8 @@ def render_markdown(cmp: Comparison, top: int = 5) -> str:
     thr = f"threshold {100 * cmp.threshold:.0f}%"
     if cmp.measured_threshold != cmp.threshold:
         thr += f" (measured: {100 * cmp.measured_threshold:.0f}%)"
-    out.append(f"base `{_cell(cmp.base_source)}` → new `{_cell(cmp.new_source)}` · {thr} · measured runs compare the "
-               f"{cmp.statistic} of their raw timings and must also clear a {100 * cmp.confidence:.0f}% bootstrap interval")
+    out.append(f"base `{_cell(cmp.base_source)}` → new `{_cell(cmp.new_source)}` · {thr} · measured runs: "
+               f"{_stat_text(cmp)} of the raw timings, each clearing a {100 * cmp.confidence:.0f}% bootstrap interval")
     out.append("")
     out.append("| model | device | format | base ms | new ms | Δ | interval | verdict | how |")
     out.append("|---|---|---|---:|---:|---:|---|---|---|")

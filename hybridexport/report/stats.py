@@ -19,7 +19,9 @@ import numpy as np
 DEFAULT_CONFIDENCE = 0.99
 DEFAULT_BOOTSTRAP = 2000
 MIN_SAMPLES = 5  # fewer raw samples than this on either side: no statistical test, plain threshold
-DEFAULT_STATISTIC = "p20"  # background load only adds time: a low quantile tracks the model's own speed
+# a measured change must show in both: p20 resists intermittent background load, the median resists a
+# lucky fast tail (see hybridexport.report.compare)
+DEFAULT_STATISTIC = "p20+median"
 
 
 @dataclass(frozen=True)
