@@ -1,6 +1,6 @@
 """How good is the latency predictor? Prints three figures.
 
-1. Host: calibrate on one set of models (measured here with the host-onnxruntime runner), then
+1. Host: calibrate on one set of models (measured here: totals and per-node kernel times), then
    predict ≥ 20 *other* models and compare with their measured latency: MAPE, share within ±10 %
    and ±20 %, Spearman rank correlation. Goal: ≥ 90 % within ±10 %.
 2. Each phone profile with calibration data: leave-one-family-out cross-validation on its published
@@ -46,6 +46,8 @@ def host_section(train: list[str], test: list[str], timer: str = "cpu") -> None:
             if lab in names:
                 ds.table_of.append(len(ds.tables))
                 ds.tables.append(both.tables[both.table_of[i]])
+                if both.node_ms:
+                    ds.node_ms.append(both.node_ms[both.table_of[i]])
                 ds.y_ms.append(both.y_ms[i])
                 ds.family.append(both.family[i])
                 ds.label.append(lab)
@@ -56,6 +58,8 @@ def host_section(train: list[str], test: list[str], timer: str = "cpu") -> None:
     design = Design(te.tables, device_spec("host"))
     pred = design.totals(theta_from_params(model["params"]))[np.asarray(te.table_of)] * 1000.0
     obs = np.asarray(te.y_ms)
+    print(f"  fitted on the totals and {sum(len(m) for m in tr.node_ms)} per-node kernel times "
+          "(ONNX Runtime profiler) of the calibration set")
     print(line(f"calibration set ({len(tr.y_ms)} models, fit)", model["fit"]))
     print(line("calibration set (leave-one-family-out)", model["heldout"]))
     print(line(f"unseen models ({len(te.y_ms)})", metrics(pred, obs)))

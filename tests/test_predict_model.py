@@ -141,3 +141,55 @@ def test_catalog_maps_rows_or_says_why() -> None:
     assert "ablation" in resolve_row(row("iFormer ablation: reduce #blocks"))[2]
     assert "no definition" in resolve_row(row("SBCFormer-XS"))[2]
     assert "resolution" in resolve_row(row("MobileOne-S0", None))[2]
+
+
+def _tiny_table(reshape_erank: int):
+    """conv → reshape changing the innermost axis (rank ``reshape_erank``) → conv, and a concat."""
+    from hybridexport.predict.features import FeatureTable, OpFeature
+
+    ops = [
+        OpFeature("c0", "conv", "conv_pw", macs=10**6, w_elems=64, in_elems=4096, out_elems=4096, rank=4, erank=3,
+                  max_dim=64, last_dim=8),
+        OpFeature("r", "reshape", "relayout", in_elems=4096, out_elems=4096, rank=reshape_erank,
+                  erank=reshape_erank, max_dim=64, last_dim=64, inputs=["c0"]),
+        OpFeature("c1", "conv", "conv_pw", macs=10**6, w_elems=64, in_elems=4096, out_elems=4096, rank=4, erank=3,
+                  max_dim=64, last_dim=8, inputs=["r"]),
+        OpFeature("cat", "concat", "concat", in_elems=8192, out_elems=8192, rank=4, erank=3, max_dim=128,
+                  last_dim=8, inputs=["c0", "c1"]),
+    ]
+    return FeatureTable(model="tiny", format="coreml", resolution=8, ops=ops)
+
+
+def test_fallback_reshape_is_a_view_and_concat_streams() -> None:
+    """A reshape the ANE cannot run (rank 5) moves no data on the CPU: it costs a view's dispatch, not
+    bytes; on the ANE the same reshape is a relayout costed by its bytes. Concat uses the stream bandwidth."""
+    from hybridexport.predict.costmodel import prior_theta
+
+    spec = DeviceSpec(name="t", format="coreml", unit="ane", precision="fp16", peak_macs=1e12,
+                      fallback_macs=1e11, bandwidth=1e10)
+    theta = prior_theta(spec)
+    p = params_from_theta(theta)
+    on_ane = Design([_tiny_table(4)], spec)
+    fell = Design([_tiny_table(5)], spec)
+    assert fell.fb.tolist() == [False, True, False, False] and fell.view[1] and not on_ane.view[1]
+    t_ane, t_fb = on_ane.op_times(theta), fell.op_times(theta)
+    assert t_ane[1] > p["dispatch"]  # data moves on the ANE
+    # on the CPU only a view's dispatch; the switches to and from the CPU fall on the ops around it
+    assert t_fb[1] == pytest.approx(p["dispatch"] * p["view"] + p["switch"] + 4096 * 2 / spec.bandwidth)
+    faster = theta.copy()
+    faster[PARAM_NAMES.index("mem_stream")] += np.log(2.0)
+    assert on_ane.op_times(faster)[3] < t_ane[3]
+
+
+def test_padded_inputs_weight_each_input() -> None:
+    """With innermost-axis alignment, a (C,H,W) × (C,1,1) product pads the small input, not the big one."""
+    from hybridexport.predict.costmodel import _padded_inputs
+    from hybridexport.predict.features import OpFeature
+
+    big = OpFeature("x", "conv", "conv_pw", out_elems=64 * 56 * 56, last_dim=56)
+    small = OpFeature("s", "sigmoid", "act_complex", out_elems=64, last_dim=1)
+    mul = OpFeature("m", "mul", "eltwise", in_elems=64 * 56 * 56 + 64, inputs=["x", "s"])
+    padded = _padded_inputs(mul, [big, small], 2, 64)
+    exact = 64 * 56 * 64 + 64 * 32  # rows of 56 fp16 padded to 64 elements; the scale: 1 → 32
+    assert padded == pytest.approx(exact, rel=0.02)
+    assert _padded_inputs(mul, [big, small], 2, 0) == mul.in_elems

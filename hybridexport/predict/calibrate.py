@@ -13,7 +13,7 @@ import datetime as _dt
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,6 +33,9 @@ from hybridexport.predict.features import FeatureTable, feature_key
 from hybridexport.predict.profiles import calibration_config, hardware, read_profile
 from hybridexport.predict.store import load_store, store_path
 
+if TYPE_CHECKING:
+    from hybridexport.predict.host_layers import LayerTargets
+
 MODEL_VERSION = 1
 NOISE = 0.15  # typical log-scale disagreement of published figures (sources differ by 10-20%)
 PRIOR_SIGMA = 1.5  # prior width on each log-parameter
@@ -49,6 +52,8 @@ class Dataset:
     family: list[str]
     label: list[str]
     skipped: list[dict[str, Any]] = field(default_factory=list)
+    # per table (host only): measured kernel ms per op name, from ONNX Runtime's profiler
+    node_ms: list[dict[str, float]] = field(default_factory=list)
 
 
 def metrics(pred: np.ndarray, obs: np.ndarray) -> dict[str, float]:
@@ -111,16 +116,20 @@ class FitConfig:
     f_scale: float = 1.5  # in units of ``noise``: where the robust loss turns linear
     prior_sigma: float = PRIOR_SIGMA
     tie_sigma: float = TIE_SIGMA
+    share_noise: float = 0.5  # log error of one measured per-layer time share (host per-node data)
 
 
 PUBLISHED = FitConfig()
-MEASURED = FitConfig(noise=0.05, f_scale=2.0)
+# Host: measured here, precise and plentiful (totals and every kernel's time), so a weaker prior and looser
+# ties than for the published phone figures.
+MEASURED = FitConfig(noise=0.05, f_scale=2.0, prior_sigma=3.0, tie_sigma=1.5)
 
 
 def fit(design: Design, table_of: np.ndarray, y_ms: np.ndarray, cfg: FitConfig = PUBLISHED,
-        x0: np.ndarray | None = None) -> np.ndarray:
+        x0: np.ndarray | None = None, layers: LayerTargets | None = None) -> np.ndarray:
     """Log-parameters minimising the (robust) squared log error of the totals, plus a weak prior on
-    every parameter and ties between related kinds."""
+    every parameter and ties between related kinds; with ``layers`` (host), also the log error of each
+    observed model's per-group shares of measured kernel time."""
     from scipy.optimize import least_squares
 
     prior = prior_theta(design.spec)
@@ -133,15 +142,18 @@ def fit(design: Design, table_of: np.ndarray, y_ms: np.ndarray, cfg: FitConfig =
     idx = {n: i for i, n in enumerate(PARAM_NAMES)}
     child = np.array([idx[c] for c, _ in TIES])
     parent = np.array([idx[p] for _, p in TIES])
+    targets = layers.restrict(np.unique(table_of)) if layers is not None else None
+    n_obs += targets.count if targets is not None else 0
     scale = np.sqrt(max(n_obs, 1) / 40.0)
     sigma = np.array([min(PRIOR_SIGMA_OF.get(n, cfg.prior_sigma), cfg.prior_sigma) for n in PARAM_NAMES])
+
     def residuals(theta: np.ndarray) -> np.ndarray:
-        tot = design.totals(theta)[table_of]
-        return np.concatenate([
-            weight * (np.log(tot) - log_y) / cfg.noise,
-            (theta - prior) / sigma * scale,
-            (theta[child] - theta[parent]) / cfg.tie_sigma * scale,
-        ])
+        per_op = design.op_times(theta)
+        parts = [weight * (np.log(design.totals(theta, per_op)[table_of]) - log_y) / cfg.noise]
+        if targets is not None:
+            parts.append(targets.residuals(per_op) / cfg.share_noise)
+        parts += [(theta - prior) / sigma * scale, (theta[child] - theta[parent]) / cfg.tie_sigma * scale]
+        return np.concatenate(parts)
 
     start = np.clip(prior if x0 is None else x0, lo + 1e-9, hi - 1e-9)
     res = least_squares(residuals, start, bounds=(lo, hi), method="trf", x_scale=1.0, max_nfev=400,
@@ -150,15 +162,16 @@ def fit(design: Design, table_of: np.ndarray, y_ms: np.ndarray, cfg: FitConfig =
 
 
 def leave_one_family_out(design: Design, ds: Dataset, theta_full: np.ndarray,
-                         cfg: FitConfig = PUBLISHED) -> np.ndarray:
-    """Held-out predicted ms for every observation: its family left out of the fit."""
+                         cfg: FitConfig = PUBLISHED, layers: LayerTargets | None = None) -> np.ndarray:
+    """Held-out predicted ms for every observation: its family left out of the fit (its per-layer
+    measurements too)."""
     table_of = np.asarray(ds.table_of)
     y = np.asarray(ds.y_ms)
     fam = np.asarray(ds.family)
     pred = np.zeros(len(y))
     for f in sorted(set(ds.family)):
         out = fam == f
-        theta = fit(design, table_of[~out], y[~out], cfg, x0=theta_full)
+        theta = fit(design, table_of[~out], y[~out], cfg, x0=theta_full, layers=layers)
         pred[out] = design.totals(theta)[table_of[out]] * 1000.0
     return pred
 
@@ -174,16 +187,28 @@ def fit_dataset(ds: Dataset, spec: DeviceSpec, cfg: FitConfig = PUBLISHED) -> di
     design = Design(ds.tables, spec)
     table_of = np.asarray(ds.table_of)
     y = np.asarray(ds.y_ms)
-    theta = fit(design, table_of, y, cfg)
+    layers = None
+    if ds.node_ms:
+        from hybridexport.predict.host_layers import LayerTargets
+
+        layers = LayerTargets(design, ds.tables, ds.node_ms)
+    theta = fit(design, table_of, y, cfg, layers=layers)
     pred = design.totals(theta)[table_of] * 1000.0
-    held = leave_one_family_out(design, ds, theta, cfg)
+    held = leave_one_family_out(design, ds, theta, cfg, layers)
     ratios = y / held
     q10, q50, q90 = (float(v) for v in np.quantile(ratios, [0.1, 0.5, 0.9]))
     per_family = {}
     for f in sorted(set(ds.family)):
         m = np.asarray(ds.family) == f
         per_family[f] = round(float(np.mean(np.abs(held[m] - y[m]) / y[m]) * 100), 1)
+    extra: dict[str, Any] = {}
+    if layers is not None:
+        err = np.abs(layers.residuals(design.op_times(theta)) / np.sqrt(layers.share[layers.keep]))
+        extra["layers"] = {"groups_compared": layers.count, "median_share_error_pct": round(
+            float(np.median(np.expm1(err))) * 100, 1), "meaning": "per (model, cost group) share of measured "
+                           "kernel time vs predicted, in the fit"}
     return {
+        **extra,
         "version": MODEL_VERSION,
         "device": spec.to_dict(),
         "params": params_from_theta(theta),
