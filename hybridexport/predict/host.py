@@ -111,15 +111,10 @@ def measure_cpu(path: Path, runs: int = 20, warmup: int = 5) -> float:
     import time
 
     import numpy as np
-    import onnxruntime as ort
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    from hybridexport.bench.runners.host_onnxruntime import cpu_session
+
+    sess = cpu_session(path, 1)
     inp = sess.get_inputs()[0]
     x = np.random.default_rng(0).standard_normal([d if isinstance(d, int) else 1 for d in inp.shape]).astype("float32")
     for _ in range(warmup):

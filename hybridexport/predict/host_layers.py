@@ -38,24 +38,18 @@ def exported_node_ms(path: str | Path, runs: int = 15, warmup: int = 5) -> dict[
     Optimized-graph nodes are mapped back to exported nodes; the profiler's own cost per kernel
     (measured on a probe graph) is subtracted; nodes ORT removed or fused into another get nothing."""
     import onnx
-    import onnxruntime as ort
 
     from hybridexport.bench.parsers.ort_trace import parse_ort_trace
     from hybridexport.bench.runners._common import random_input
-    from hybridexport.bench.runners.host_onnxruntime import map_optimized_nodes, profiler_overhead_us
+    from hybridexport.bench.runners.host_onnxruntime import (
+        cpu_session,
+        map_optimized_nodes,
+        profiler_overhead_us,
+    )
 
     original = onnx.load(str(path), load_external_data=False)
     with tempfile.TemporaryDirectory(prefix="hx-layers-") as td:
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = 1
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.log_severity_level = 3
-        so.enable_profiling = True
-        so.profile_file_prefix = str(Path(td) / "ort")
-        so.optimized_model_filepath = str(Path(td) / "optimized.onnx")
-        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        sess = cpu_session(path, 1, profile_prefix=str(Path(td) / "ort"), optimized=str(Path(td) / "optimized.onnx"))
         feeds = {}
         for i, inp in enumerate(sess.get_inputs()):
             shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]

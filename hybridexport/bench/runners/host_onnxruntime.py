@@ -150,6 +150,26 @@ def map_optimized_nodes(optimized: Any, original: Any, modules: dict[str, str]) 
     return resolved
 
 
+def cpu_session(path: str | Path, threads: int = 1, profile_prefix: str | None = None,
+                optimized: str | None = None) -> Any:
+    """An ONNX Runtime CPU session with this runner's settings: ``threads`` intra-op threads, sequential
+    execution, all graph optimizations; optionally profiling and saving the optimized graph."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    if profile_prefix:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
+    if optimized:
+        so.optimized_model_filepath = optimized
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
 def profiler_overhead_us(threads: int = 1, nodes: int = 200, runs: int = 15) -> dict[str, float]:
     """What ORT's profiler adds to each kernel's measured ``dur``, measured here and now.
 
@@ -228,20 +248,7 @@ class OnnxRuntimeRunner(Runner):
         return True, ""
 
     def _session(self, path: Path, threads: int, profile_prefix: str | None = None, optimized: str | None = None):
-        import onnxruntime as ort
-
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.log_severity_level = 3
-        if profile_prefix:
-            so.enable_profiling = True
-            so.profile_file_prefix = profile_prefix
-        if optimized:
-            so.optimized_model_filepath = optimized
-        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        return cpu_session(path, threads, profile_prefix, optimized)
 
     def run(self, request: BenchRequest) -> Profile:
         import onnx
