@@ -39,6 +39,20 @@ class NetWithLgamma(nn.Module):
         return self.odd(self.stem(x)).mean(dim=(2, 3))
 
 
+class LearnedTokens(nn.Module):
+    """Learned tokens attend to a feature map, as in Mobile-Former: a constant on the *left* of a matmul."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 32, 3, stride=2, padding=1)
+        self.tokens = nn.Parameter(torch.randn(1, 6, 32))
+        self.head = nn.Linear(6 * 64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.stem(x).flatten(2)  # (1, 32, 64)
+        return self.head(torch.matmul(self.tokens, f).flatten(1))
+
+
 def loaded(module: nn.Module, name: str = "tiny-net", resolution: int = 16, seed: int = 0) -> LoadedModel:
     """Wrap ``module`` (seeded init, eval mode) like ``build_model`` would."""
     torch.manual_seed(seed)

@@ -145,6 +145,11 @@ def _quantize(content: bytes, precision: str) -> bytes:
     qt = quantizer.Quantizer(bytearray(content))
     if precision == "int8":
         qt.load_quantization_recipe(recipe.dynamic_wi8_afp32())
+        # LiteRT's hybrid BATCH_MATMUL takes an int8 constant only on the right; a quantized constant on
+        # the left (Mobile-Former's learned tokens) fails at load ("lhs_data->type == kTfLiteFloat32 &&
+        # rhs_data->type == kTfLiteInt8"), so batch matmuls keep float weights
+        qt.update_quantization_recipe(regex=".*", operation_name=qtyping.TFLOperationName.BATCH_MATMUL,
+                                      algorithm_key=AlgorithmName.NO_QUANTIZE)
     else:
         qt.add_weight_only_config(
             regex=".*",
