@@ -53,6 +53,19 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
     return parser, mods
 
 
+#: loggers of the converters that warn at import about versions they were not tested with, CUDA
+#: extensions a CPU machine lacks, or a deprecated pytree registration; --verbose shows them
+NOISY_LOGGERS = ("coremltools", "torchao", "torch.utils._pytree")
+
+
+def quiet_library_warnings() -> None:
+    """Keep the converters' import-time warnings out of the terminal (errors still show)."""
+    import logging
+
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser, mods = build_parser()
     args = parser.parse_args(argv)
@@ -60,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     verbose = bool(getattr(args, "verbose", False)) or os.environ.get("HYBRIDEXPORT_VERBOSE") == "1"
+    if not verbose:
+        quiet_library_warnings()
     try:
         return int(mods[args.command].run(args) or 0)
     except HybridExportError as exc:

@@ -174,3 +174,19 @@ def test_wrapped_checkpoint_layouts(tmp_path, xxs, layout):
     path = tmp_path / f"{layout}.pth"
     torch.save(wrapped, path)
     assert same_outputs("mobilevit-xxs", path, xxs)
+
+
+def test_converter_import_warnings_are_quiet_unless_verbose(monkeypatch, capsys):
+    import logging
+
+    from hybridexport.cli import NOISY_LOGGERS
+
+    for name in NOISY_LOGGERS:
+        monkeypatch.setattr(logging.getLogger(name), "level", logging.NOTSET)
+    monkeypatch.setenv("HYBRIDEXPORT_VERBOSE", "1")
+    assert main(["list", "--json"]) == 0
+    assert all(logging.getLogger(n).level == logging.NOTSET for n in NOISY_LOGGERS)
+    monkeypatch.delenv("HYBRIDEXPORT_VERBOSE")
+    assert main(["list", "--json"]) == 0
+    assert all(logging.getLogger(n).level == logging.ERROR for n in NOISY_LOGGERS)
+    capsys.readouterr()

@@ -1,7 +1,8 @@
 """Fit a device's cost model on end-to-end latencies, and say how well it predicts unseen families.
 
 Phones: the device's rows of the published latency CSV (``calibration`` key of its profile), with
-features from the committed cache. Host: latencies measured here (``host.py``). The fit minimises
+features from the committed cache. Host: latencies measured here, end to end and per node (``host.py``,
+``host_layers.py``: per-layer shares of kernel time join the totals as observations). The fit minimises
 the log ratio predicted/observed under a robust (soft-L1) loss, with a weak prior on every parameter
 and ties pulling related kinds' efficiencies together (scipy least squares, deterministic).
 Held-out error: leave-one-family-out (all rows of a family out, predicted from the rest).
