@@ -9,7 +9,6 @@ key it does not know in ``DeviceProfile.raw`` and :func:`save_device` writes the
 from __future__ import annotations
 
 import difflib
-import json
 import os
 import platform
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hybridexport.errors import InputFileError, UnknownModelError
+from hybridexport.jsonfile import read_json
 
 PROFILES_DIR = Path(__file__).resolve().parents[2] / "profiles"
 KINDS = ("ios", "android", "host")
@@ -132,13 +132,7 @@ def list_devices(directory: str | Path | None = None) -> list[DeviceProfile]:
 
 
 def _load_file(path: Path) -> DeviceProfile:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputFileError(f"device profile '{path}' is not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise InputFileError(f"device profile '{path}' is not a JSON object")
-    return _from_dict(data, str(path))
+    return _from_dict(read_json(path, "device profile", expect_object=True), str(path))
 
 
 def device_names(directory: str | Path | None = None) -> list[str]:

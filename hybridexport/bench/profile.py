@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hybridexport.errors import InputFileError
+from hybridexport.jsonfile import read_json
 
 SCHEMA_VERSION = 1
 OBTAINED = ("measured", "predicted")
@@ -158,16 +159,8 @@ class Profile:
 
     @classmethod
     def load(cls, path: str | Path) -> Profile:
-        p = Path(path)
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise InputFileError(f"profile '{p}' does not exist") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InputFileError(f"profile '{p}' is not valid JSON ({exc}); pass a file written by `hybridexport bench --json`") from None
-        if not isinstance(data, dict):
-            raise InputFileError(f"profile '{p}' is not a JSON object")
-        return cls.from_dict(data, source=str(p))
+        data = read_json(path, "profile", "pass a file written by `hybridexport bench --json`", expect_object=True)
+        return cls.from_dict(data, source=str(Path(path)))
 
 
 def module_prefix(path: str, depth: int | None) -> str:

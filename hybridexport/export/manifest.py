@@ -5,12 +5,12 @@ Minimal contract shared with the bench stage; the export stage owns and may exte
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hybridexport.errors import InputFileError
+from hybridexport.jsonfile import read_json
 
 FORMATS = ("coreml", "tflite", "onnx", "executorch")
 EXTENSIONS = {"coreml": ".mlpackage", "tflite": ".tflite", "onnx": ".onnx", "executorch": ".pte"}
@@ -64,13 +64,7 @@ class Manifest:
 
     @classmethod
     def load(cls, path: str | Path) -> Manifest:
-        p = Path(path)
-        try:
-            return cls.from_dict(json.loads(p.read_text(encoding="utf-8")), source=str(p))
-        except FileNotFoundError:
-            raise InputFileError(f"manifest '{p}' does not exist") from None
-        except json.JSONDecodeError as exc:
-            raise InputFileError(f"manifest '{p}' is not valid JSON ({exc})") from None
+        return cls.from_dict(read_json(path, "manifest"), source=str(Path(path)))
 
 
 def manifest_path(artifact: str | Path) -> Path:

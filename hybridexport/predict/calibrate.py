@@ -204,7 +204,7 @@ def fit_dataset(ds: Dataset, spec: DeviceSpec, cfg: FitConfig = PUBLISHED) -> di
         per_family[f] = round(float(np.mean(np.abs(held[m] - y[m]) / y[m]) * 100), 1)
     extra: dict[str, Any] = {}
     if layers is not None:
-        err = np.abs(layers.residuals(design.op_times(theta)) / np.sqrt(layers.share[layers.keep]))
+        err = np.abs(layers.log_ratios(design.op_times(theta)))
         extra["layers"] = {"groups_compared": layers.count, "median_share_error_pct": round(
             float(np.median(np.expm1(err))) * 100, 1), "meaning": "per (model, cost group) share of measured "
                            "kernel time vs predicted, in the fit"}

@@ -42,6 +42,7 @@ MEMORY_GROUP = {  # everything else: 0 ("stream": elementwise, casts, pooling, r
     "concat": 3, "slice": 3, "pad": 3,
     "act_complex": 4,
 }
+MEMORY_GROUP_NAMES = ("stream", "norm", "relayout", "concat", "complex")  # indexed by MEMORY_GROUP ids
 BYTES_PER_ELEM = {"fp32": 4, "fp16": 2, "int8": 1}
 
 # name, prior (linear units), lower, upper. Dispatch/switch/overhead in seconds.

@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import Any
 
 from hybridexport.errors import InputFileError
-from hybridexport.predict.features import OpFeature, conv_kind, mark_fusable, numel, reshape_kind, shape_stats
+from hybridexport.predict.features import (
+    OpFeature,
+    conv_kind,
+    elementwise_kind,
+    mark_fusable,
+    numel,
+    reshape_kind,
+    shape_stats,
+)
 
 _KIND = {
     "linear": "linear", "matmul": "matmul", "einsum": "matmul",
@@ -181,13 +189,7 @@ def _kind_and_macs(op: Any, args: dict[str, list[str]], shapes: dict[str, tuple[
         return "reduce", 0
     if t in _VIEW:
         return reshape_kind(shapes.get(args.get("x", [""])[0], ()), out), 0
-    if t in _BINARY:
-        return "eltwise", 0
-    if t in _UNARY:
-        return "activation", 0
-    if t in _UNARY_COMPLEX:
-        return "act_complex", 0
-    return "other", 0
+    return elementwise_kind(t, _BINARY, _UNARY, _UNARY_COMPLEX), 0
 
 
 def _bool_const(op: Any) -> bool:

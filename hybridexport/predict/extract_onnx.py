@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from hybridexport.errors import InputFileError
-from hybridexport.predict.features import OpFeature, conv_kind, mark_fusable, numel, reshape_kind, shape_stats
+from hybridexport.predict.features import (
+    OpFeature,
+    conv_kind,
+    elementwise_kind,
+    mark_fusable,
+    numel,
+    reshape_kind,
+    shape_stats,
+)
 
 _KIND = {
     "Gemm": "linear", "MatMul": "matmul", "Einsum": "matmul",
@@ -117,14 +125,17 @@ def onnx_features(model: Any) -> list[OpFeature]:
         ))
         for o in n.output:
             producer[o] = feats[-1].name
-    mark_fusable(feats)
-    by_name = {o.name: o for o in feats}
-    for o in feats:  # ONNX Runtime fuses only these activations, and only into a Conv
-        if o.fusable and o.kind in ("activation", "act_complex") and not (
-                o.op_type in ORT_CONV_ACTIVATIONS and by_name[o.inputs[0]].op_type == "Conv"):
-            o.fusable = False
+    mark_fusable(feats, runtime_fuses=ort_fuses)
     mark_gated_activations(feats)
     return feats
+
+
+def ort_fuses(op: OpFeature, producer: OpFeature) -> bool:
+    """ONNX Runtime fuses an activation only into a Conv, and only one of ``ORT_CONV_ACTIVATIONS``;
+    constant eltwise ops (bias, scale) fold into any compute producer."""
+    if op.kind not in ("activation", "act_complex"):
+        return True
+    return op.op_type in ORT_CONV_ACTIVATIONS and producer.op_type == "Conv"
 
 
 def mark_gated_activations(ops: list[OpFeature]) -> None:
@@ -187,10 +198,4 @@ def _kind_and_macs(node: Any, ins: list[tuple[int, ...]], out: tuple[int, ...]) 
         return "reduce", 0
     if t in _VIEW:
         return reshape_kind(ins[0] if ins else (), out), 0
-    if t in _BINARY:
-        return "eltwise", 0
-    if t in _UNARY:
-        return "activation", 0
-    if t in _UNARY_COMPLEX:
-        return "act_complex", 0
-    return "other", 0
+    return elementwise_kind(t, _BINARY, _UNARY, _UNARY_COMPLEX), 0

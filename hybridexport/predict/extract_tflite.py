@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import Any
 
 from hybridexport.errors import InputFileError
-from hybridexport.predict.features import OpFeature, conv_kind, mark_fusable, numel, reshape_kind, shape_stats
+from hybridexport.predict.features import (
+    OpFeature,
+    conv_kind,
+    elementwise_kind,
+    mark_fusable,
+    numel,
+    reshape_kind,
+    shape_stats,
+)
 
 _KIND = {
     "FULLY_CONNECTED": "linear", "BATCH_MATMUL": "matmul",
@@ -125,10 +133,4 @@ def _kind_and_macs(t: str, ins: list[tuple[int, ...]], out: tuple[int, ...]) -> 
         return "transpose", 0
     if t in _VIEW:
         return reshape_kind(ins[0] if ins else (), out), 0
-    if t in _BINARY:
-        return "eltwise", 0
-    if t in _UNARY:
-        return "activation", 0
-    if t in _UNARY_COMPLEX:
-        return "act_complex", 0
-    return "other", 0
+    return elementwise_kind(t, _BINARY, _UNARY, _UNARY_COMPLEX), 0

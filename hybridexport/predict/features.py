@@ -9,6 +9,7 @@ per device, from these fields (see ``fallback.py``).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,9 +145,11 @@ def conv_kind(cin: int, cout: int, groups: int, kernel: tuple[int, ...]) -> str:
     return "conv_group"
 
 
-def mark_fusable(ops: list[OpFeature], producers: tuple[str, ...] = COMPUTE_KINDS + ("eltwise",)) -> None:
+def mark_fusable(ops: list[OpFeature], producers: tuple[str, ...] = COMPUTE_KINDS + ("eltwise",),
+                 runtime_fuses: Callable[[OpFeature, OpFeature], bool] | None = None) -> None:
     """Flag activations/eltwise-with-constant whose single activation input comes from a compute op
-    that has no other consumer: the pattern runtimes fuse (conv+bias+act, linear+act, ...)."""
+    that has no other consumer: the pattern runtimes fuse (conv+bias+act, linear+act, ...).
+    ``runtime_fuses(op, producer)``: a runtime's own narrower rule for the pairs it really fuses."""
     by_name = {o.name: o for o in ops}
     consumers: dict[str, int] = {}
     for o in ops:
@@ -157,4 +160,16 @@ def mark_fusable(ops: list[OpFeature], producers: tuple[str, ...] = COMPUTE_KIND
             continue
         p = by_name.get(o.inputs[0])
         if p is not None and p.kind in producers and consumers.get(p.name, 0) == 1 and not p.fusable:
-            o.fusable = True
+            o.fusable = runtime_fuses is None or runtime_fuses(o, p)
+
+
+def elementwise_kind(op_type: str, binary: Collection[str], unary: Collection[str],
+                     unary_complex: Collection[str]) -> str:
+    """The canonical kind of an op by a format's elementwise op-type sets (``other`` if in none)."""
+    if op_type in binary:
+        return "eltwise"
+    if op_type in unary:
+        return "activation"
+    if op_type in unary_complex:
+        return "act_complex"
+    return "other"

@@ -166,14 +166,14 @@ def host_dataset(builders: tuple[str, ...] | list[str], progress: bool = True, r
                 failed[b] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
                 continue
             best[b] = min(ms, best.get(b, float("inf")))
+    from hybridexport.predict.host_layers import exported_node_ms
+
     tables, ds.tables = ds.tables, []
     for (b, path, _), t in zip(ready, tables, strict=True):
         if b in failed:
             ds.skipped.append({"model": b, "reason": failed[b]})
             continue
         if layers:
-            from hybridexport.predict.host_layers import exported_node_ms
-
             ds.node_ms.append(exported_node_ms(path))
         ds.table_of.append(len(ds.tables))
         ds.tables.append(t)

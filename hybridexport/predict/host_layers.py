@@ -21,12 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from hybridexport.predict.costmodel import COMPUTE_CLASS, Design
+from hybridexport.predict.costmodel import COMPUTE_CLASS, MEMORY_GROUP_NAMES, Design
 from hybridexport.predict.features import FeatureTable
 
 #: group names, indexed by :func:`op_groups` ids
-MEMORY_GROUPS: tuple[str, ...] = ("stream", "norm", "relayout", "concat", "complex")  # MEMORY_GROUP ids
-GROUPS: tuple[str, ...] = (*COMPUTE_CLASS, "view", *MEMORY_GROUPS)
+GROUPS: tuple[str, ...] = (*COMPUTE_CLASS, "view", *MEMORY_GROUP_NAMES)
 _VIEW_GROUP = len(COMPUTE_CLASS)
 _MEM0 = _VIEW_GROUP + 1
 MIN_SHARE = 0.02  # groups under 2 % of a model's kernel time carry no share residual (too noisy)
@@ -94,7 +93,7 @@ def op_anchors(tables: list[FeatureTable], design: Design) -> np.ndarray:
 def op_groups(tables: list[FeatureTable], design: Design) -> np.ndarray:
     """Cost group of every op (flat, in ``Design`` order); fused activations/adds take their producer's."""
     own = np.where(design.cls >= 0, design.cls,
-                   np.where(design.view, _VIEW_GROUP, _MEM0 + np.clip(design.memg, 0, len(MEMORY_GROUPS) - 1)))
+                   np.where(design.view, _VIEW_GROUP, _MEM0 + design.memg))
     return own[op_anchors(tables, design)]
 
 
@@ -131,9 +130,13 @@ class LayerTargets:
     def count(self) -> int:
         return int(self.keep.sum())
 
-    def residuals(self, per_op: np.ndarray) -> np.ndarray:
-        """sqrt(share) × log(predicted share / measured share) for every compared (model, group)."""
+    def log_ratios(self, per_op: np.ndarray) -> np.ndarray:
+        """log(predicted share / measured share) for every compared (model, group)."""
         pred = np.bincount(self.cell, weights=per_op, minlength=self.shape[0] * self.shape[1]).reshape(self.shape)
         pred_share = pred / np.maximum(pred.sum(axis=1, keepdims=True), 1e-30)
         k = self.keep
-        return np.sqrt(self.share[k]) * (np.log(np.maximum(pred_share[k], 1e-30)) - np.log(self.share[k]))
+        return np.log(np.maximum(pred_share[k], 1e-30)) - np.log(self.share[k])
+
+    def residuals(self, per_op: np.ndarray) -> np.ndarray:
+        """sqrt(share) × :meth:`log_ratios`: a group weighs more the more time it accounts for."""
+        return np.sqrt(self.share[self.keep]) * self.log_ratios(per_op)

@@ -6,12 +6,12 @@ replace our two keys and write it back atomically, so concurrent edits of other 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from hybridexport.atomic import write_json
-from hybridexport.errors import InputFileError, RunnerUnavailableError
+from hybridexport.errors import RunnerUnavailableError
+from hybridexport.jsonfile import read_json
 
 
 def _profiles_dir() -> Path:
@@ -91,13 +91,7 @@ def read_profile(device: str, profiles_dir: Path | None = None) -> dict[str, Any
     p = profile_path(device, profiles_dir)
     if not p.exists():
         return {}
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputFileError(f"device profile '{p}' is not valid JSON ({exc}); fix or delete it") from None
-    if not isinstance(data, dict):
-        raise InputFileError(f"device profile '{p}' is not a JSON object")
-    return data
+    return read_json(p, "device profile", "fix or delete it", expect_object=True)
 
 
 def known_devices(profiles_dir: Path | None = None) -> list[str]:

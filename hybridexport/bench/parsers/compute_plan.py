@@ -16,12 +16,12 @@ An on-phone benchmark app (see the runner's docstring) returns ``runs_ms`` plus 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hybridexport.errors import InputFileError
+from hybridexport.jsonfile import read_json
 
 PLAN_FORMAT = "hybridexport.coreml-compute-plan"
 RESULT_FORMAT = "hybridexport.ios-bench-result"
@@ -60,16 +60,7 @@ class IOSResult:
 def _load(source: str | Path | dict[str, Any], what: str) -> tuple[dict[str, Any], str]:
     if isinstance(source, dict):
         return source, what
-    p = Path(source)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputFileError(f"{what} '{p}' does not exist") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputFileError(f"{what} '{p}' is not valid JSON ({exc}); it may be truncated") from None
-    if not isinstance(data, dict):
-        raise InputFileError(f"{what} '{p}' is not a JSON object")
-    return data, str(p)
+    return read_json(source, what, "it may be truncated", expect_object=True), str(Path(source))
 
 
 def _device(name: Any) -> str:

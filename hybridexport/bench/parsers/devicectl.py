@@ -8,12 +8,12 @@ a failed command has ``"outcome": "failed"`` and an ``error`` with ``userInfo.NS
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hybridexport.errors import InputFileError
+from hybridexport.jsonfile import read_json
 
 
 @dataclass
@@ -39,14 +39,7 @@ class IOSDevice:
 def _load(source: str | Path | dict[str, Any]) -> tuple[dict[str, Any], str]:
     if isinstance(source, dict):
         return source, "devicectl output"
-    p = Path(source)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputFileError(f"devicectl output '{p}' does not exist") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputFileError(f"devicectl output '{p}' is not valid JSON ({exc}); it may be truncated") from None
-    return data, str(p)
+    return read_json(source, "devicectl output", "it may be truncated"), str(Path(source))
 
 
 def _error_text(err: Any) -> str:

@@ -20,10 +20,13 @@ if TYPE_CHECKING:
 HOST_ONLY = "runs on this machine only"
 
 
-def host_only(device: Any) -> tuple[bool, str]:
-    """Availability for host runners: (True, "") for the host profile, else why not."""
+def host_only(device: Any, module: str | None = None, package: str | None = None) -> tuple[bool, str]:
+    """Availability for host runners: (True, "") for the host profile with ``module`` importable
+    (``package``: its pip name), else why not."""
     if device.kind != "host":
         return False, f"{HOST_ONLY} (device '{device.name}' is an {device.kind} device)"
+    if module is not None and not have_module(module):
+        return False, f"{package} is not installed (pip install {package})"
     return True, ""
 
 

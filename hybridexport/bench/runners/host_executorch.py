@@ -42,7 +42,6 @@ from hybridexport.bench.runners import BenchRequest, Runner
 from hybridexport.bench.runners._common import (
     artifact,
     elevated_priority,
-    have_module,
     host_environment,
     host_only,
     layer_summary,
@@ -132,12 +131,7 @@ class ExecuTorchRunner(Runner):
     formats = ("executorch",)
 
     def availability(self, device: Any) -> tuple[bool, str]:
-        ok, why = host_only(device)
-        if not ok:
-            return ok, why
-        if not have_module("executorch.runtime"):
-            return False, "executorch is not installed (pip install executorch)"
-        return True, ""
+        return host_only(device, "executorch.runtime", "executorch")
 
     def run(self, request: BenchRequest) -> Profile:
         self.require(request.device)

@@ -16,7 +16,6 @@ from hybridexport.bench.runners import BenchRequest, Runner
 from hybridexport.bench.runners._common import (
     artifact,
     elevated_priority,
-    have_module,
     host_environment,
     host_only,
     random_input,
@@ -31,12 +30,7 @@ class LiteRTRunner(Runner):
     formats = ("tflite",)
 
     def availability(self, device: Any) -> tuple[bool, str]:
-        ok, why = host_only(device)
-        if not ok:
-            return ok, why
-        if not have_module("ai_edge_litert"):
-            return False, "ai-edge-litert is not installed (pip install ai-edge-litert)"
-        return True, ""
+        return host_only(device, "ai_edge_litert", "ai-edge-litert")
 
     def run(self, request: BenchRequest) -> Profile:
         from ai_edge_litert.interpreter import Interpreter

@@ -23,7 +23,6 @@ from hybridexport.bench.runners import BenchRequest, Runner
 from hybridexport.bench.runners._common import (
     artifact,
     elevated_priority,
-    have_module,
     host_environment,
     host_only,
     layer_summary,
@@ -240,12 +239,7 @@ class OnnxRuntimeRunner(Runner):
     formats = ("onnx",)
 
     def availability(self, device: Any) -> tuple[bool, str]:
-        ok, why = host_only(device)
-        if not ok:
-            return ok, why
-        if not have_module("onnxruntime"):
-            return False, "onnxruntime is not installed (pip install onnxruntime)"
-        return True, ""
+        return host_only(device, "onnxruntime", "onnxruntime")
 
     def _session(self, path: Path, threads: int, profile_prefix: str | None = None, optimized: str | None = None):
         return cpu_session(path, threads, profile_prefix, optimized)
