@@ -28,3 +28,25 @@ def test_family_alias_resolves_to_flagship():
     assert resolve("iformer").name == "iformer-m"
     assert resolve("MobileViT-XXS").name == "mobilevit-xxs"
     assert resolve("mobile-former-294m").name == "mobileformer-294m"
+
+
+def test_fixed_size_timm_model_is_built_for_the_resolution_asked():
+    """EfficientFormerV2 sizes its attention biases for its input: asked for 320², it is built for 320²
+    (a 224² build fails on that input), and the same weights shape as at 224² where they do not depend on it."""
+    torch.set_num_threads(1)
+    loaded = build_model("timm:efficientformerv2_s0", resolution=320)
+    with torch.no_grad():
+        assert loaded.module(loaded.example_input()).shape == (1, 1000)
+    default = build_model("timm:efficientformerv2_s0")
+    with pytest.raises(RuntimeError), torch.no_grad():
+        default.module(torch.zeros(1, 3, 320, 320))
+    bias = {k for k, v in loaded.module.state_dict().items() if v.shape != default.module.state_dict()[k].shape}
+    assert bias and all("attention_bias" in k for k in bias)
+
+
+def test_fixed_size_model_that_cannot_resize_names_its_resolution(capsys):
+    from hybridexport.cli import main
+
+    assert main(["info", "timm:efficientformer_l1", "--resolution", "320"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pass --resolution 224" in err[0]

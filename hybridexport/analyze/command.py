@@ -58,9 +58,11 @@ def analyze_from_args(args: argparse.Namespace, on_step=None):  # -> ModelAnalys
         return analyze(loaded, on_step=step)
     except RuntimeError as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        native = loaded.spec.resolution
+        fix = (f"pass --resolution {native} (the size its definition is built for)" if native != loaded.resolution
+               else "pass a --resolution the network supports (a multiple of 32 is safe)")
         raise ConversionError(
-            f"{loaded.name} does not run on a {loaded.resolution}×{loaded.resolution} input ({first}); "
-            "pass a --resolution the network supports (a multiple of 32 is safe)"
+            f"{loaded.name} does not run on a {loaded.resolution}×{loaded.resolution} input ({first}); {fix}"
         ) from None
 
 

@@ -18,8 +18,9 @@ from hybridexport.errors import ConversionError
 from hybridexport.predict.features import FeatureTable, OpFeature
 
 
-def build_module(builder: str, backbone: bool = False) -> nn.Module:
-    """An eval-mode, reparameterized module for a builder id (zoo name, ``tv:...`` or ``timmgen:...``)."""
+def build_module(builder: str, backbone: bool = False, resolution: int | None = None) -> nn.Module:
+    """An eval-mode, reparameterized module for a builder id (zoo name, ``tv:...`` or ``timmgen:...``);
+    a timm definition sized for its input (attention biases) is built for ``resolution``."""
     import hybridexport._tvshim  # noqa: F401  (before timm/torchvision)
 
     torch.manual_seed(0)
@@ -44,7 +45,7 @@ def build_module(builder: str, backbone: bool = False) -> nn.Module:
     else:
         from hybridexport.zoo import build_model
 
-        module = build_model(builder).module
+        module = build_model(builder, resolution=resolution).module
     from timm.utils.model import reparameterize_model
 
     module = reparameterize_model(module.eval())
@@ -132,7 +133,7 @@ def _onnx(module: nn.Module, x: torch.Tensor, path: Path) -> list[OpFeature]:
 
 def feature_table(builder: str, fmt: str, resolution: int, backbone: bool = False,
                   keep: Path | None = None) -> FeatureTable:
-    module = build_module(builder, backbone=backbone)
+    module = build_module(builder, backbone=backbone, resolution=resolution)
     with torch.no_grad():
         ops = export_features(module, fmt, resolution, keep=keep)
     return FeatureTable(model=builder, format=fmt, resolution=resolution, ops=ops, backbone=backbone)

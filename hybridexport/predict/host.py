@@ -78,7 +78,7 @@ def onnx_for(builder: str, resolution: int | None = None) -> tuple[Path, int]:
     tag = hashlib.sha256(f"{builder}|{resolution}|{torch.__version__}".encode()).hexdigest()[:12]
     path = cache_dir() / f"{builder.replace(':', '_')}-{resolution}-{tag}.onnx"
     if not path.exists():
-        module = build_module(builder)
+        module = build_module(builder, resolution=resolution)
         x = torch.randn(1, 3, resolution, resolution, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
             prog = torch.onnx.export(module, (x,), dynamo=True, verbose=False, input_names=["input"])

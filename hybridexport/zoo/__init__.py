@@ -55,7 +55,7 @@ class LoadedModel:
         return h.hexdigest()
 
 
-def _build_module(spec: ModelSpec) -> nn.Module:
+def _build_module(spec: ModelSpec, resolution: int | None = None) -> nn.Module:
     if spec.family == "mobileformer":
         from hybridexport.zoo.mobileformer import create_mobileformer
 
@@ -65,6 +65,13 @@ def _build_module(spec: ModelSpec) -> nn.Module:
     import timm
 
     assert spec.timm_name is not None
+    cfg = timm.get_pretrained_cfg(spec.timm_name)
+    if resolution and resolution != spec.resolution and cfg is not None and cfg.fixed_input_size:
+        # sized for its input (attention biases, position embeddings): build it for the one asked for
+        try:
+            return timm.create_model(spec.timm_name, pretrained=False, img_size=resolution)
+        except TypeError:  # a definition that takes no img_size: the run then says the size does not fit
+            pass
     return timm.create_model(spec.timm_name, pretrained=False)
 
 
@@ -87,7 +94,7 @@ def build_model(
             "pass --checkpoint PATH (.pth/.pt/.safetensors)"
         )
     torch.manual_seed(seed)
-    module = _build_module(spec).eval()
+    module = _build_module(spec, resolution).eval()
     report: dict[str, list[str]] = {}
     if checkpoint is not None:
         from hybridexport.zoo.checkpoint import load_into
