@@ -113,3 +113,26 @@ def test_predicted_runner_on_a_coreml_artifact(tmp_path) -> None:
     assert sum(1 for r in ops if r.module) >= 0.9 * len(ops)
     assert any(r.module.startswith("blocks.") for r in ops)
     assert prof.extra["heldout_error_pct"] > 0
+
+
+class _ChannelShuffle(nn.Module):
+    """Two branches concatenated, then ShuffleNet's channel shuffle (view, transpose, view)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.c = nn.Conv2d(3, 8, 1), nn.Conv2d(3, 8, 1), nn.Conv2d(16, 8, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.cat([self.a(x), self.b(x)], 1)
+        n, c, h, w = y.shape
+        return self.c(y.view(n, 2, c // 2, h, w).transpose(1, 2).contiguous().view(n, c, h, w))
+
+
+def test_coreml_channel_shuffle_is_a_concat() -> None:
+    """coremltools folds concat + channel shuffle into one interleaving concat; in the Neural Engine's
+    channel-major layout that moves whole planes, so it is costed as a concat, not as a relayout."""
+    ops = export_features(_ChannelShuffle().eval(), "coreml", 16)
+    kinds = [o.kind for o in ops]
+    assert kinds.count("concat") == 1 and not {"relayout", "transpose"} & set(kinds), kinds
+    cat = next(o for o in ops if o.kind == "concat")
+    assert len(cat.inputs) == 2 and any(cat.name in o.inputs for o in ops if o.kind == "conv_pw")

@@ -181,6 +181,28 @@ def test_fallback_reshape_is_a_view_and_concat_streams() -> None:
     assert on_ane.op_times(faster)[3] < t_ane[3]
 
 
+def test_chained_traffic_costs_chain_times_its_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tensor handed to its only consumer and small enough for on-chip memory costs ``chain`` × its
+    bytes, on both sides; one read by two ops (c0 feeds the reshape and the concat) costs full traffic."""
+    from hybridexport.predict import costmodel
+    from hybridexport.predict.costmodel import prior_theta
+
+    spec = DeviceSpec(name="t", format="coreml", unit="ane", precision="fp16", peak_macs=1e12,
+                      fallback_macs=1e11, bandwidth=1e10)
+    d = Design([_tiny_table(4)], spec)
+    tensor = 4096 * 2  # bytes of each of the tiny graph's tensors (fp16)
+    assert d.near.tolist() == [0, tensor, 2 * tensor, tensor]  # c0, r (out), c1 (in + out), cat (in from c1)
+    theta = prior_theta(spec)
+    i = PARAM_NAMES.index("chain")
+    theta[i] = 0.0  # chain = 1: chaining saves nothing
+    base = d.op_times(theta)
+    theta[i] = np.log(0.1)
+    cheap = d.op_times(theta)
+    assert cheap[0] == base[0] and all(cheap[1:] < base[1:])
+    monkeypatch.setitem(costmodel.ONCHIP_BYTES, "ane", tensor - 1)  # nothing fits on chip: nothing chains
+    assert Design([_tiny_table(4)], spec).near.tolist() == [0, 0, 0, 0]
+
+
 def test_padded_inputs_weight_each_input() -> None:
     """With innermost-axis alignment, a (C,H,W) × (C,1,1) product pads the small input, not the big one."""
     from hybridexport.predict.costmodel import _padded_inputs

@@ -3,12 +3,16 @@
 For op *i* on the accelerator (peak ``P`` MAC/s, DRAM bandwidth ``B`` bytes/s):
 
     t_i = smoothmax(macs_i / (P · eff[class_i] · macs_i / (macs_i + half_macs)),
-                    bytes_i / (B · mem[group_i]) · (1 + spill · share_over_onchip_i))  +  dispatch
+                    (bytes_i − (1 − chain) · chained_bytes_i) / (B · mem[group_i])
+                        · (1 + spill · share_over_onchip_i))  +  dispatch
 
 * ``eff``: per compute class (pointwise, k×k, depthwise conv, linear, matmul); small ops reach only
   part of it (``half_macs``); ``mem``: per memory group (streaming passes: elementwise, reductions,
   concat, slice, pad, casts, pooling; normalization; relayout/transpose; per-element transcendental
   work: softmax and activations not fused into their producer);
+* a tensor handed from its producer straight to its only consumer, small enough for on-chip memory, is
+  chained (the compiler tiles the pair, so it need not round-trip through DRAM): its bytes cost
+  ``chain`` × theirs, on the producer's side and on the consumer's;
 * activations the runtime fuses into their producer cost ``fused`` × their roofline time and no
   dispatch; residual adds fed by a single-consumer compute op cost ``fused_add`` × theirs;
 * views (reshapes that move no data) cost ``view`` × dispatch; so does any reshape on a CPU or one that
@@ -58,6 +62,7 @@ PARAMS: tuple[tuple[str, float, float, float], ...] = (
     ("mem_relayout", 0.2, 1e-4, 16.0),
     ("mem_complex", 0.3, 1e-4, 16.0),
     ("spill", 1.0, 1e-3, 100.0),
+    ("chain", 1.0, 1e-3, 1.0),  # cost of chained traffic (producer → its sole consumer, on chip); 1: no saving
     ("half_macs", 1e5, 1e2, 1e9),
     ("dispatch", 5e-6, 1e-8, 1e-3),
     ("view", 0.1, 1e-4, 1.0),
@@ -202,7 +207,7 @@ class Design:
         falls_back = rule_for(spec.unit)
         cols: dict[str, list[Any]] = {k: [] for k in ("model", "macs", "bytes", "in_bytes", "cls", "memg",
                                                        "fusable", "fadd", "fcx", "fb", "trans", "view", "over",
-                                                       "reorder")}
+                                                       "reorder", "near")}
         onchip = float(ONCHIP_BYTES.get(spec.unit, 2**20))
         bpe = spec.bytes_per_elem
         align = INNER_ALIGN_BYTES.get(spec.unit, 0)
@@ -224,6 +229,10 @@ class Design:
                 in_b = _padded_inputs(o, [t.ops[j] for j in src], bpe, align) * bpe
                 act = in_b + float(o.out_elems) * pad_out * bpe
                 cols["bytes"].append(act + float(o.w_elems) * bpe)
+                # traffic of tensors handed straight to a single consumer and small enough to stay on chip
+                chained = [float(t.ops[j].out_elems) for j in src if n_cons[j] == 1]
+                chained += [float(o.out_elems)] if n_cons[i] == 1 else []
+                cols["near"].append(min(sum(e * bpe for e in chained if e * bpe <= onchip), act))
                 cols["in_bytes"].append(in_b)
                 cols["over"].append(max(act - onchip, 0.0) / act if act > 0 else 0.0)
                 cols["cls"].append(COMPUTE_CLASS.get(o.kind, -1))
@@ -254,6 +263,7 @@ class Design:
         self.reorder = np.array(cols["reorder"], dtype=bool)
         self.view = np.array(cols["view"], dtype=bool)
         self.over = np.array(cols["over"], dtype=float)
+        self.near = np.array(cols["near"], dtype=float)
 
     def subset(self, keep_models: np.ndarray) -> Design:
         """The same design restricted to some models (renumbered in order)."""
@@ -263,7 +273,7 @@ class Design:
         mask = np.isin(self.model, keep_models)
         renum = -np.ones(self.n_models, dtype=np.int64)
         renum[keep_models] = np.arange(len(keep_models))
-        for k in ("macs", "bytes", "in_bytes", "cls", "memg", "fusable", "fadd", "fcx", "fb", "trans", "view", "over", "reorder"):
+        for k in ("macs", "bytes", "in_bytes", "cls", "memg", "fusable", "fadd", "fcx", "fb", "trans", "view", "over", "reorder", "near"):
             setattr(new, k, getattr(self, k)[mask])
         new.model = renum[self.model[mask]]
         new.n_models = len(keep_models)
@@ -281,7 +291,8 @@ class Design:
         # small ops cannot fill the unit: efficiency ramps up with size, half of it at ``half_macs``
         ceff = ceff * self.macs / (self.macs + p[_I["half_macs"]])
         t_c = np.where(self.cls >= 0, self.macs / (peak * np.maximum(ceff, 1e-30)), 0.0)
-        t_m = self.bytes / (spec.bandwidth * mem[_MEM_PARAM_OF_GROUP[self.memg]]) * (1.0 + p[_I["spill"]] * self.over)
+        traffic = self.bytes - (1.0 - p[_I["chain"]]) * self.near
+        t_m = traffic / (spec.bandwidth * mem[_MEM_PARAM_OF_GROUP[self.memg]]) * (1.0 + p[_I["spill"]] * self.over)
         hi = np.maximum(t_c, t_m)
         lo = np.minimum(t_c, t_m)
         roof = hi * np.power(1.0 + np.power(lo / np.maximum(hi, 1e-30), _SMOOTH_P), 1.0 / _SMOOTH_P)

@@ -176,7 +176,10 @@ def _kind_and_macs(op: Any, args: dict[str, list[str]], shapes: dict[str, tuple[
         k = max((s[-1] for s in ins if s), default=1)
         return "matmul", numel(out) * k
     if t == "concat" and _bool_const(consts.get(args.get("interleave", [""])[0])):
-        return "relayout", 0  # an interleaving concat is a channel shuffle: it permutes memory
+        # a channel shuffle: in the Neural Engine's channel-major layout it moves whole (H, W) planes, the
+        # traffic of a plain concat, not a relayout across the innermost axis (counted as a relayout,
+        # ShuffleNetV2 alone pulled the relayout rate down, and PVTv2's transposes with it)
+        return "concat", 0
     if t in _KIND:
         kind = _KIND[t]
         if kind == "transpose":
