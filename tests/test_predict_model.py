@@ -203,6 +203,26 @@ def test_chained_traffic_costs_chain_times_its_bytes(monkeypatch: pytest.MonkeyP
     assert Design([_tiny_table(4)], spec).near.tolist() == [0, 0, 0, 0]
 
 
+def test_weights_stream_at_their_own_rate() -> None:
+    """On an accelerator weight bytes cost at ``mem_weights``, activation bytes at their group's rate: a
+    faster weight stream speeds up the two convolutions (64 weights each), not the reshape or the concat."""
+    from hybridexport.predict.costmodel import prior_theta
+
+    spec = DeviceSpec(name="t", format="coreml", unit="ane", precision="fp16", peak_macs=1e15,
+                      fallback_macs=1e11, bandwidth=1e10)  # compute never binds: memory-bound ops
+    d = Design([_tiny_table(4)], spec)
+    assert d.wbytes.tolist() == [128, 0, 128, 0] and d.bytes[0] == (4096 + 4096) * 2
+    theta = prior_theta(spec)
+    faster = theta.copy()
+    faster[PARAM_NAMES.index("mem_weights")] += np.log(4.0)
+    slow, fast = d.op_times(theta), d.op_times(faster)
+    assert fast[0] < slow[0] and fast[2] < slow[2] and fast[1] == slow[1] and fast[3] == slow[3]
+    # on a CPU weights and activations share one cache hierarchy: weights count as the op's traffic
+    cpu = Design([_tiny_table(4)], DeviceSpec(name="c", format="onnx", unit="cpu", precision="fp32",
+                                                  peak_macs=1e15, fallback_macs=1e15, bandwidth=1e10))
+    assert cpu.wbytes.tolist() == [0, 0, 0, 0] and cpu.bytes[0] == (4096 + 4096 + 64) * 4
+
+
 def test_padded_inputs_weight_each_input() -> None:
     """With innermost-axis alignment, a (C,H,W) × (C,1,1) product pads the small input, not the big one."""
     from hybridexport.predict.costmodel import _padded_inputs

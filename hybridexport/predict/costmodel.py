@@ -3,13 +3,16 @@
 For op *i* on the accelerator (peak ``P`` MAC/s, DRAM bandwidth ``B`` bytes/s):
 
     t_i = smoothmax(macs_i / (P · eff[class_i] · macs_i / (macs_i + half_macs)),
-                    (bytes_i − (1 − chain) · chained_bytes_i) / (B · mem[group_i])
-                        · (1 + spill · share_over_onchip_i))  +  dispatch
+                    ((act_bytes_i − (1 − chain) · chained_bytes_i) / (B · mem[group_i])
+                     + weight_bytes_i / (B · mem_weights)) · (1 + spill · share_over_onchip_i))  +  dispatch
 
 * ``eff``: per compute class (pointwise, k×k, depthwise conv, linear, matmul); small ops reach only
   part of it (``half_macs``); ``mem``: per memory group (streaming passes: elementwise, reductions,
   concat, slice, pad, casts, pooling; normalization; relayout/transpose; per-element transcendental
-  work: softmax and activations not fused into their producer);
+  work: softmax and activations not fused into their producer); on an accelerator weights stream at
+  their own rate (``mem_weights``: read once per inference from DRAM or the system cache, while
+  activations can stay in on-chip buffers); on a CPU both go through one cache hierarchy, so weights
+  count with the op's activation traffic;
 * a tensor handed from its producer straight to its only consumer, small enough for on-chip memory, is
   chained (the compiler tiles the pair, so it need not round-trip through DRAM): its bytes cost
   ``chain`` × theirs, on the producer's side and on the consumer's;
@@ -62,7 +65,8 @@ PARAMS: tuple[tuple[str, float, float, float], ...] = (
     ("mem_relayout", 0.2, 1e-4, 16.0),
     ("mem_complex", 0.3, 1e-4, 16.0),
     ("spill", 1.0, 1e-3, 100.0),
-    ("chain", 1.0, 1e-3, 1.0),  # cost of chained traffic (producer → its sole consumer, on chip); 1: no saving
+    ("chain", 1.0, 1e-3, 1.0),
+    ("mem_weights", 1.0, 1e-3, 16.0),  # weight streaming, as a fraction of the profile's DRAM bandwidth  # cost of chained traffic (producer → its sole consumer, on chip); 1: no saving
     ("half_macs", 1e5, 1e2, 1e9),
     ("dispatch", 5e-6, 1e-8, 1e-3),
     ("view", 0.1, 1e-4, 1.0),
@@ -201,13 +205,16 @@ def _padded_inputs(op: OpFeature, producers: list[OpFeature], bpe: int, align: i
 class Design:
     """The features of many models for one device, as flat arrays (one entry per op)."""
 
+    PER_OP = ("macs", "bytes", "wbytes", "in_bytes", "near", "over", "cls", "memg", "fusable", "fadd", "fcx", "fb",
+              "trans", "view", "reorder")
+
     def __init__(self, tables: list[FeatureTable], spec: DeviceSpec) -> None:
         self.spec = spec
         self.n_models = len(tables)
         falls_back = rule_for(spec.unit)
         cols: dict[str, list[Any]] = {k: [] for k in ("model", "macs", "bytes", "in_bytes", "cls", "memg",
                                                        "fusable", "fadd", "fcx", "fb", "trans", "view", "over",
-                                                       "reorder", "near")}
+                                                       "reorder", "near", "wbytes")}
         onchip = float(ONCHIP_BYTES.get(spec.unit, 2**20))
         bpe = spec.bytes_per_elem
         align = INNER_ALIGN_BYTES.get(spec.unit, 0)
@@ -228,7 +235,9 @@ class Design:
                 pad_out = _pad_factor(o.last_dim * bpe, align)
                 in_b = _padded_inputs(o, [t.ops[j] for j in src], bpe, align) * bpe
                 act = in_b + float(o.out_elems) * pad_out * bpe
-                cols["bytes"].append(act + float(o.w_elems) * bpe)
+                weights = float(o.w_elems) * bpe
+                cols["bytes"].append(act + (weights if spec.unit == "cpu" else 0.0))
+                cols["wbytes"].append(0.0 if spec.unit == "cpu" else weights)
                 # traffic of tensors handed straight to a single consumer and small enough to stay on chip
                 chained = [float(t.ops[j].out_elems) for j in src if n_cons[j] == 1]
                 chained += [float(o.out_elems)] if n_cons[i] == 1 else []
@@ -264,6 +273,7 @@ class Design:
         self.view = np.array(cols["view"], dtype=bool)
         self.over = np.array(cols["over"], dtype=float)
         self.near = np.array(cols["near"], dtype=float)
+        self.wbytes = np.array(cols["wbytes"], dtype=float)
 
     def subset(self, keep_models: np.ndarray) -> Design:
         """The same design restricted to some models (renumbered in order)."""
@@ -273,7 +283,7 @@ class Design:
         mask = np.isin(self.model, keep_models)
         renum = -np.ones(self.n_models, dtype=np.int64)
         renum[keep_models] = np.arange(len(keep_models))
-        for k in ("macs", "bytes", "in_bytes", "cls", "memg", "fusable", "fadd", "fcx", "fb", "trans", "view", "over", "reorder", "near"):
+        for k in self.PER_OP:
             setattr(new, k, getattr(self, k)[mask])
         new.model = renum[self.model[mask]]
         new.n_models = len(keep_models)
@@ -292,7 +302,8 @@ class Design:
         ceff = ceff * self.macs / (self.macs + p[_I["half_macs"]])
         t_c = np.where(self.cls >= 0, self.macs / (peak * np.maximum(ceff, 1e-30)), 0.0)
         traffic = self.bytes - (1.0 - p[_I["chain"]]) * self.near
-        t_m = traffic / (spec.bandwidth * mem[_MEM_PARAM_OF_GROUP[self.memg]]) * (1.0 + p[_I["spill"]] * self.over)
+        t_m = (traffic / (spec.bandwidth * mem[_MEM_PARAM_OF_GROUP[self.memg]])
+               + self.wbytes / (spec.bandwidth * p[_I["mem_weights"]])) * (1.0 + p[_I["spill"]] * self.over)
         hi = np.maximum(t_c, t_m)
         lo = np.minimum(t_c, t_m)
         roof = hi * np.power(1.0 + np.power(lo / np.maximum(hi, 1e-30), _SMOOTH_P), 1.0 / _SMOOTH_P)
