@@ -211,6 +211,7 @@ def _convert_one(
         "options": opts.key_fields(fmt),
         "weights_sha256": common["weights_sha256"],
         "checkpoint": loaded.checkpoint,
+        "checkpoint_resized": loaded.load_report.get("resized", []),
         "input_shape": list(loaded.input_shape),
         "rewrite": rw.report,
         "workarounds": [],

@@ -104,6 +104,12 @@ def build_model(
             from hybridexport.zoo.mobileformer import rename_official_keys as rename
         report = load_into(module, checkpoint, rename=rename, strict=strict)
         module.eval()
+        if report.get("resized"):
+            from hybridexport.console import err_console
+
+            err_console.print(f"note: {len(report['resized'])} attention-bias tables of the checkpoint were "
+                              f"interpolated (bicubic) to the {resolution}×{resolution} input, e.g. "
+                              f"{report['resized'][0]}", highlight=False, soft_wrap=True)
     return LoadedModel(
         spec=spec,
         module=module,

@@ -80,6 +80,30 @@ def _is_tensor_dict(obj: Mapping) -> bool:
     return bool(obj) and sum(isinstance(v, torch.Tensor) for v in obj.values()) >= max(1, len(obj) // 2)
 
 
+def resize_attention_biases(sd: dict[str, torch.Tensor], own: Mapping[str, torch.Tensor],
+                            ) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Fit per-position attention bias tables (``attention_biases``, heads × r², as in EfficientFormer and
+    LeViT) trained at one input size to a model built for another: bicubic interpolation of each head's
+    r × r grid, as for position embeddings. Returns the new dict and the keys resized."""
+    import math
+
+    import torch.nn.functional as F
+
+    out, resized = dict(sd), []
+    for k, v in sd.items():
+        tgt = own.get(k)
+        if not k.endswith("attention_biases") or tgt is None or v.dim() != 2 or tgt.dim() != 2:
+            continue
+        (h, n), (h2, m) = v.shape, tgt.shape
+        a, b = math.isqrt(n), math.isqrt(m)
+        if h != h2 or n == m or a * a != n or b * b != m:
+            continue
+        grid = v.reshape(1, h, a, a).float()
+        out[k] = F.interpolate(grid, size=(b, b), mode="bicubic", align_corners=False).reshape(h, m).to(v.dtype)
+        resized.append(f"{k} {a}×{a}→{b}×{b}")
+    return out, resized
+
+
 def load_into(
     model: nn.Module,
     path: str | Path,
@@ -92,12 +116,13 @@ def load_into(
     if rename is not None:
         sd = rename(sd)
     own = model.state_dict()
+    sd, resized = resize_attention_biases(sd, own)
     shape_bad = [
         f"{k} {tuple(v.shape)}≠{tuple(own[k].shape)}" for k, v in sd.items() if k in own and own[k].shape != v.shape
     ]
     missing = sorted(k for k in own if k not in sd and not k.endswith("num_batches_tracked"))
     unexpected = sorted(k for k in sd if k not in own)
-    report = {"missing": missing, "unexpected": unexpected, "shape_mismatch": shape_bad}
+    report = {"missing": missing, "unexpected": unexpected, "shape_mismatch": shape_bad, "resized": resized}
     if shape_bad or (strict and (missing or unexpected)):
         parts = []
         if shape_bad:
