@@ -65,8 +65,8 @@ PARAMS: tuple[tuple[str, float, float, float], ...] = (
     ("mem_relayout", 0.2, 1e-4, 16.0),
     ("mem_complex", 0.3, 1e-4, 16.0),
     ("spill", 1.0, 1e-3, 100.0),
-    ("chain", 1.0, 1e-3, 1.0),
-    ("mem_weights", 1.0, 1e-3, 16.0),  # weight streaming, as a fraction of the profile's DRAM bandwidth  # cost of chained traffic (producer → its sole consumer, on chip); 1: no saving
+    ("chain", 1.0, 1e-3, 1.0),  # cost of chained traffic (producer → its sole consumer, on chip); 1: no saving
+    ("mem_weights", 1.0, 1e-3, 16.0),  # weight streaming, as a fraction of the profile's DRAM bandwidth
     ("half_macs", 1e5, 1e2, 1e9),
     ("dispatch", 5e-6, 1e-8, 1e-3),
     ("view", 0.1, 1e-4, 1.0),
@@ -101,6 +101,7 @@ _MEM = slice(_I["mem_stream"], _I["mem_complex"] + 1)
 # Runtime profiler) put unfused GELU/SiLU at ~3x the stream rate and a reduction (one read pass) at
 # the stream's, not at LayerNorm's (several passes).
 _MEM_PARAM_OF_GROUP = np.array([0, 1, 2, 0, 3], dtype=np.int64)
+_RELAYOUT_PARAM = int(_MEM_PARAM_OF_GROUP[MEMORY_GROUP["relayout"]])  # the rate ONNX Runtime's reorders move at
 DISPATCH_PRIOR = {"ane": 5e-6, "gpu": 1e-5, "npu": 5e-6, "cpu": 2e-6}
 # Innermost-axis alignment charged to an op's memory traffic, per unit. The Neural Engine stores the
 # innermost axis padded to 64 bytes (Apple, "Deploying Transformers on the Apple Neural Engine"), but
@@ -205,19 +206,21 @@ def _padded_inputs(op: OpFeature, producers: list[OpFeature], bpe: int, align: i
 class Design:
     """The features of many models for one device, as flat arrays (one entry per op)."""
 
+    # one array per op each (``model``: the op's model index); integer and boolean ones named below
     PER_OP = ("macs", "bytes", "wbytes", "in_bytes", "near", "over", "cls", "memg", "fusable", "fadd", "fcx", "fb",
               "trans", "view", "reorder")
+    _INT = frozenset({"model", "cls", "memg"})
+    _BOOL = frozenset({"fusable", "fadd", "fcx", "fb", "trans", "view", "reorder"})
 
     def __init__(self, tables: list[FeatureTable], spec: DeviceSpec) -> None:
         self.spec = spec
         self.n_models = len(tables)
         falls_back = rule_for(spec.unit)
-        cols: dict[str, list[Any]] = {k: [] for k in ("model", "macs", "bytes", "in_bytes", "cls", "memg",
-                                                       "fusable", "fadd", "fcx", "fb", "trans", "view", "over",
-                                                       "reorder", "near", "wbytes")}
+        cols: dict[str, list[Any]] = {k: [] for k in ("model", *self.PER_OP)}
         onchip = float(ONCHIP_BYTES.get(spec.unit, 2**20))
         bpe = spec.bytes_per_elem
         align = INNER_ALIGN_BYTES.get(spec.unit, 0)
+        weights_apart = spec.unit != "cpu"  # a CPU reads weights through the same caches as activations
         for m, t in enumerate(tables):
             index = {o.name: i for i, o in enumerate(t.ops)}
             srcs = [[index[s] for s in o.inputs if s in index] for o in t.ops]
@@ -236,8 +239,8 @@ class Design:
                 in_b = _padded_inputs(o, [t.ops[j] for j in src], bpe, align) * bpe
                 act = in_b + float(o.out_elems) * pad_out * bpe
                 weights = float(o.w_elems) * bpe
-                cols["bytes"].append(act + (weights if spec.unit == "cpu" else 0.0))
-                cols["wbytes"].append(0.0 if spec.unit == "cpu" else weights)
+                cols["bytes"].append(act if weights_apart else act + weights)
+                cols["wbytes"].append(weights if weights_apart else 0.0)
                 # traffic of tensors handed straight to a single consumer and small enough to stay on chip
                 chained = [float(t.ops[j].out_elems) for j in src if n_cons[j] == 1]
                 chained += [float(o.out_elems)] if n_cons[i] == 1 else []
@@ -258,22 +261,8 @@ class Design:
                 contiguous = fb[i] or spec.unit == "cpu"
                 cols["view"].append(o.kind == "view" or (contiguous and o.kind == "relayout"
                                                          and o.op_type.lower() in ("reshape", "flatten")))
-        self.model = np.array(cols["model"], dtype=np.int64)
-        self.macs = np.array(cols["macs"], dtype=float)
-        self.bytes = np.array(cols["bytes"], dtype=float)
-        self.in_bytes = np.array(cols["in_bytes"], dtype=float)
-        self.cls = np.array(cols["cls"], dtype=np.int64)
-        self.memg = np.array(cols["memg"], dtype=np.int64)
-        self.fusable = np.array(cols["fusable"], dtype=bool)
-        self.fadd = np.array(cols["fadd"], dtype=bool)
-        self.fcx = np.array(cols["fcx"], dtype=bool)
-        self.fb = np.array(cols["fb"], dtype=bool)
-        self.trans = np.array(cols["trans"], dtype=bool)
-        self.reorder = np.array(cols["reorder"], dtype=bool)
-        self.view = np.array(cols["view"], dtype=bool)
-        self.over = np.array(cols["over"], dtype=float)
-        self.near = np.array(cols["near"], dtype=float)
-        self.wbytes = np.array(cols["wbytes"], dtype=float)
+        for k, v in cols.items():
+            setattr(self, k, np.array(v, dtype=np.int64 if k in self._INT else bool if k in self._BOOL else float))
 
     def subset(self, keep_models: np.ndarray) -> Design:
         """The same design restricted to some models (renumbered in order)."""
@@ -313,7 +302,7 @@ class Design:
         t = np.where(self.fcx, roof * p[_I["fused_complex"]], t)
         t = np.where(self.view, dispatch * view_f, t)
         t = t + np.where(self.trans, switch + self.in_bytes / spec.bandwidth, 0.0)
-        t = t + np.where(self.reorder, p[_I["reorder"]] + self.in_bytes / (spec.bandwidth * mem[2]), 0.0)
+        t = t + np.where(self.reorder, p[_I["reorder"]] + self.in_bytes / (spec.bandwidth * mem[_RELAYOUT_PARAM]), 0.0)
         return t
 
     def totals(self, theta: np.ndarray, per_op: np.ndarray | None = None) -> np.ndarray:

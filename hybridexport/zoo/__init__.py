@@ -65,8 +65,8 @@ def _build_module(spec: ModelSpec, resolution: int | None = None) -> nn.Module:
     import timm
 
     assert spec.timm_name is not None
-    cfg = timm.get_pretrained_cfg(spec.timm_name)
-    if resolution and resolution != spec.resolution and cfg is not None and cfg.fixed_input_size:
+    if resolution and resolution != spec.resolution and getattr(timm.get_pretrained_cfg(spec.timm_name),
+                                                                "fixed_input_size", False):
         # sized for its input (attention biases, position embeddings): build it for the one asked for
         try:
             return timm.create_model(spec.timm_name, pretrained=False, img_size=resolution)
