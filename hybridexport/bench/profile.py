@@ -68,6 +68,7 @@ class LayerRow:
     macs: int | None = None
     bytes: int | None = None
     share: float = 0.0  # fraction of the summed layer time
+    module_source: str = ""  # how ``module`` was found (hybridexport.modpath.SOURCES)
 
 
 @dataclass

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from hybridexport.bench.devices import DeviceProfile
     from hybridexport.bench.profile import Profile
     from hybridexport.export.manifest import Manifest
+    from hybridexport.optable import OpTable
     from hybridexport.zoo import LoadedModel
 
 
@@ -39,6 +40,15 @@ class BenchRequest:
     warmup: int = 10
     threads: int = 1
     options: dict[str, Any] = field(default_factory=dict)
+
+    def op_table(self) -> OpTable | None:
+        """The artifact's op table (written by ``convert`` beside it), or None when it has none."""
+        if self.manifest is None:
+            return None
+        from hybridexport.optable import OpTable, op_table_path
+
+        path = op_table_path(self.manifest.path)
+        return OpTable.load(path) if path.exists() else None
 
 
 class Runner(ABC):
