@@ -32,7 +32,8 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from hybridexport.bench.profile import Profile, Stats  # noqa: E402
 from hybridexport.console import console  # noqa: E402
-from hybridexport.report.compare import compare_profiles, parse_threshold  # noqa: E402
+from hybridexport.report.command import parse_threshold  # noqa: E402
+from hybridexport.report.compare import compare_profiles  # noqa: E402
 
 
 def export_onnx(model: str, path: Path) -> Path:

@@ -92,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from hybridexport.console import console
     from hybridexport.export import convert
-    from hybridexport.export.diagnose import FORMAT_TITLES
-    from hybridexport.export.options import parse_formats
+    from hybridexport.export.formats import parse as parse_formats
+    from hybridexport.export.formats import title
     from hybridexport.export.quiet import converter_output
     from hybridexport.export.summary import human_size
     from hybridexport.zoo import build_model
@@ -137,14 +137,14 @@ def main(argv: list[str] | None = None) -> int:
         table.add_column(col, justify="right" if col in ("time", "size", "rank-5") else "left")
     for r in rows:
         if not r["ok"]:
-            table.add_row(r["model"], FORMAT_TITLES[r["format"]], "", "[red]fail[/]", "", "", "", "", r["error"][:70])
+            table.add_row(r["model"], title(r["format"]), "", "[red]fail[/]", "", "", "", "", r["error"][:70])
             continue
         if r["rel_l2_err"] is not None:
             parity = f"{'✓' if r['verified'] else '✗'} {r['rel_l2_err']:.1e} top1 {r['top1_agreement']:.0%}"
         else:
             parity = "structural (no macOS)"
         notes = ", ".join(r["workarounds"]) or ("passes: " + ",".join(r["passes"]) if r["passes"] else "")
-        table.add_row(r["model"], FORMAT_TITLES[r["format"]], r["precision"], "[green]ok[/]", f"{r['seconds']:.1f} s",
+        table.add_row(r["model"], title(r["format"]), r["precision"], "[green]ok[/]", f"{r['seconds']:.1f} s",
                       human_size(r["size_bytes"]), parity, str(r["rank5_tensors"]), notes)
     if rows:
         console.print(table)
@@ -174,9 +174,9 @@ def main(argv: list[str] | None = None) -> int:
             t2.add_column(col, justify="left" if col in ("model", "format") else "right")
         for o in overhead:
             if "error" in o:
-                t2.add_row(o["model"], FORMAT_TITLES[o["format"]], "[red]fail[/]", "", o["error"][:50])
+                t2.add_row(o["model"], title(o["format"]), "[red]fail[/]", "", o["error"][:50])
             else:
-                t2.add_row(o["model"], FORMAT_TITLES[o["format"]], f"{o['convert_cpu_s']:.1f} s ({o['convert_s']:.0f})",
+                t2.add_row(o["model"], title(o["format"]), f"{o['convert_cpu_s']:.1f} s ({o['convert_s']:.0f})",
                            f"{o['bare_cpu_s']:.1f} s ({o['bare_s']:.0f})", f"{o['cpu_ratio']:.2f}×")
         console.print(t2)
 

@@ -68,6 +68,7 @@ def realistic_batchnorm(model, seed: int = 0):
 # ------------------------------------------------------------------ export + counts
 def export_onnx(module, example, path: Path) -> dict[str, Any]:
     from hybridexport.export.base import format_module
+
     from hybridexport.export.options import ExportOptions
 
     built = format_module("onnx").build(module, example, path, ExportOptions(precision="fp32"))
@@ -76,6 +77,7 @@ def export_onnx(module, example, path: Path) -> dict[str, Any]:
 
 def export_tflite(module, example, path: Path) -> dict[str, Any]:
     from hybridexport.export.base import format_module
+
     from hybridexport.export.options import ExportOptions
 
     built = format_module("tflite").build(module, example, path, ExportOptions(precision="fp32"))

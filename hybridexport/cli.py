@@ -22,20 +22,9 @@ COMMANDS: dict[str, str] = {
     "convert": "hybridexport.export.command",
     "bench": "hybridexport.bench.command",
     "devices": "hybridexport.bench.devices_command",
-    "calibrate": "hybridexport.predict.command",
+    "calibrate": "hybridexport.calibrate.command",
     "compare": "hybridexport.report.command",
 }
-
-
-def _available() -> dict[str, object]:
-    mods = {}
-    for name, modname in COMMANDS.items():
-        try:
-            mods[name] = importlib.import_module(modname)
-        except ModuleNotFoundError as exc:
-            if exc.name != modname:  # a real import bug inside the module: surface it
-                raise
-    return mods
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
@@ -45,7 +34,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
     )
     parser.add_argument("--verbose", "-v", action="store_true", help="show full tracebacks and converter logs")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    mods = _available()
+    mods = {name: importlib.import_module(modname) for name, modname in COMMANDS.items()}
     for name, mod in mods.items():
         p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
         p.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)

@@ -9,8 +9,8 @@ Conventions, the same for every format and runner:
 Where a path comes from: ``torch.export``/FX nodes carry ``nn_module_stack``; the dynamo ONNX exporter
 writes ``pkg.torch.onnx.name_scopes`` (or, older, ``namespace``) into node metadata; litert-torch names
 tensors after the module hierarchy (``pkg.Net/pkg.Block_stem/torch.nn.modules.conv.Conv2d_conv``); a
-TorchScript trace gives each node a ``scopeName()``, and coremltools keeps it in every MIL op's
-``TORCHSCRIPT_MODULE_NAME`` scope.
+TorchScript trace gives each node a ``scopeName()`` (coremltools records on each MIL op the TorchScript
+value it came from, whose node that is).
 """
 
 from __future__ import annotations
@@ -114,19 +114,6 @@ def from_torchscript_scope(scope: str) -> str:
     return clean_path(scope.split("/")[-1])
 
 
-def from_mil_op(op: Any) -> str:
-    """The module path coremltools recorded on a MIL op converted from a TorchScript trace (``""`` if none)."""
-    try:
-        from coremltools.converters.mil.mil.scope import ScopeSource
-    except ImportError:  # pragma: no cover - coremltools is a dependency
-        return UNMAPPED
-    scopes = getattr(op, "scopes", None) or {}
-    names = scopes.get(ScopeSource.TORCHSCRIPT_MODULE_NAME)
-    if not names:
-        return UNMAPPED
-    return clean_path(".".join(str(n) for n in names[:-1]))  # the last entry is the TorchScript value
-
-
 _LITERT_TRAILER = re.compile(r"^\d*$")
 
 
@@ -163,25 +150,34 @@ def litert_location_paths(name: str, known: set[str] | None = None) -> list[str]
 def from_litert_name(name: str, known: set[str] | None = None) -> str:
     """The module of a litert-torch tensor name (``""`` when the name is not a litert-torch location).
 
-    The last location is the op's own; locations fused into it from the same parent (a BatchNorm folded
-    into its conv) widen it to that parent, as the other formats map a conv+norm pair there. With
-    ``known``, each path is cut back to its longest known prefix.
+    The last location is the op's own; locations fused into it are ignored, except a BatchNorm folded
+    into its conv: then the op maps to the pair's parent, as in the other formats. With ``known`` (the
+    model's ``named_modules`` paths), a path that is not one is repaired: litert-torch leaves out a container
+    whose children are called one by one (``features`` in ``for f in self.features``), so a path naming
+    exactly one known module by its tail becomes that module; else it is cut back to its longest known prefix.
     """
+    locs = [loc for loc in name.split(";") if not _LITERT_TRAILER.match(loc) and "." in loc.split("/")[0]]
     paths = litert_location_paths(name, known)
     if known is not None:
-        fixed = []
-        for p in paths:
-            comps = p.split(".")
-            while comps and ".".join(comps) not in known:
-                comps.pop()
-            fixed.append(".".join(comps) or ROOT)
-        paths = fixed
+        paths = [_repair(p, known) for p in paths]
     if not paths:
         return UNMAPPED
     primary = paths[-1]
-    parent = primary.rsplit(".", 1)[0] if "." in primary else ""
-    group = [p for p in paths if parent and (p == parent or p.startswith(parent + "."))] or [primary]
-    return common_module(group + [primary])
+    if len(locs) > 1 and any("BatchNorm" in loc.rsplit("/", 1)[-1] for loc in locs):
+        return parent(primary)
+    return primary
+
+
+def _repair(path: str, known: set[str]) -> str:
+    if path in known or path == ROOT:
+        return path
+    tails = [k for k in known if k.endswith("." + path)]
+    if len(tails) == 1:
+        return tails[0]
+    comps = path.split(".")
+    while comps and ".".join(comps) not in known:
+        comps.pop()
+    return ".".join(comps) or ROOT
 
 
 def common_module(paths: Iterable[str]) -> str:

@@ -12,7 +12,8 @@ activation inputs (names of the producing ops), input/output shapes and output d
 and written, constant (weight) elements, multiply-accumulates, ``bytes`` moved at the artifact's own
 dtypes, rank facts, whether the runtime fuses it into its producer, the ``nn.Module`` path with how it
 was found (:mod:`hybridexport.modpath` conventions), and static placement findings (Core ML: the
-Neural Engine rules that the op breaks).
+Neural Engine rules that the op breaks, as ``"<severity>:<rule>"`` strings such as ``"off-ane:rank>4"``
+or ``"slow:memcopy"``; an op without an ``off-ane`` finding is predicted to run on the Neural Engine).
 """
 
 from __future__ import annotations
@@ -109,8 +110,8 @@ class OpTable:
         return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
     def rank5_tensors(self) -> int:
-        """Ops touching a tensor of rank ≥ 5."""
-        return sum(1 for o in self.ops if o.rank >= 5)
+        """Tensors of rank ≥ 5 the ops produce."""
+        return sum(1 for o in self.ops for s in o.output_shapes if len(s) >= 5)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -73,16 +73,6 @@ def test_info_table(capsys):
     assert "iformer-t" in out and "Per stage" in out and "aten.conv2d" in out
 
 
-@pytest.mark.slow  # one Core ML conversion: ~20 s of CPU
-def test_info_coreml_lists_neural_engine_findings(capsys):
-    """``--coreml`` converts the model as given (FP16 ML Program) and adds the static ANE findings."""
-    assert main(["info", "mobilevit-xxs", "--resolution", "64", "--coreml", "--json"]) == 0
-    d = json.loads(capsys.readouterr().out)
-    findings = d["coreml"]["findings"]
-    assert d["coreml"]["summary"].get("rank>4", 0) > 0  # MobileViT's unfold/fold builds rank-5 tensors
-    assert any(f["module"] and f["module"].startswith("stages.") for f in findings)
-
-
 def test_unknown_model_lists_near_matches(capsys):
     err = one_line_error(capsys, ["info", "iformer-x"])
     assert "unknown model 'iformer-x'" in err and "iformer-t" in err

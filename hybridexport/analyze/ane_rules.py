@@ -4,9 +4,7 @@ Core ML decides at load time, on the device, which ops run on the ANE; nothing o
 What can be checked statically are the ops and tensors that public sources say the ANE does not run
 (or runs badly). Each rule below cites its source. ``ane_report`` walks the MIL program (every op,
 nested blocks included) and returns one :class:`Finding` per offending op, with the ``nn.Module`` path
-it came from: TorchScript conversions carry it in each op's ``TORCHSCRIPT_MODULE_NAME`` scope; for
-other conversions pass ``module_map`` (MIL op/var name → module path, e.g. from
-:func:`module_map_from_exported_program`).
+it came from (the artifact's op table). The Core ML format records each op's findings in that table.
 
 Severity: ``off-ane`` — the sources say the ANE does not run it (Core ML falls back to GPU/CPU for that
 part of the graph, paying a hand-off each way); ``slow`` — runs, but the sources name it as a cost.
@@ -14,16 +12,13 @@ part of the graph, paying a hand-off each way); ``slow`` — runs, but the sourc
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    import torch
     from rich.console import Console
-    from torch import nn
 
 # ------------------------------------------------------------------ sources
 APPLE_ANE_ARTICLE = (
@@ -235,33 +230,7 @@ RULES: tuple[Rule, ...] = (
 )
 
 
-# ------------------------------------------------------------------ program walk and module paths
-def mil_program(mlmodel_or_program: Any) -> Any:
-    """The MIL Program of an ``MLModel`` (converted in this process, or loaded from a .mlpackage)."""
-    prog = getattr(mlmodel_or_program, "_mil_program", None)
-    if prog is not None:
-        return prog
-    if hasattr(mlmodel_or_program, "functions"):
-        return mlmodel_or_program
-    from hybridexport.errors import InputFileError
-
-    spec = getattr(mlmodel_or_program, "get_spec", None)
-    if spec is None:
-        raise InputFileError(
-            f"not a Core ML model or MIL program ({type(mlmodel_or_program).__name__}); "
-            "pass a coremltools MLModel or its _mil_program"
-        )
-    from coremltools.converters.mil.frontend.milproto.load import load as load_milproto
-
-    model_spec = spec()
-    if model_spec.WhichOneof("Type") != "mlProgram":
-        raise InputFileError(
-            f"the Neural Engine rules read ML Programs, this model is a {model_spec.WhichOneof('Type')}; "
-            "re-convert with convert_to='mlprogram' (hybridexport convert --to coreml does)"
-        )
-    return load_milproto(model_spec, model_spec.specificationVersion, mlmodel_or_program.weights_dir)
-
-
+# ------------------------------------------------------------------ program walk
 def iter_ops(program: Any) -> Iterator[Any]:
     """Every op of every function, depth first through nested blocks (cond/while bodies)."""
 
@@ -275,57 +244,40 @@ def iter_ops(program: Any) -> Iterator[Any]:
         yield from walk(fn)
 
 
-_SUFFIXES = re.compile(r"(_cast_fp16|_cast_fp32|_cast|_to_fp16|_to_fp32)+$")
+def findings_by_output(program: Any, rules: tuple[Rule, ...] = RULES,
+                       module_of: Callable[[str], str] | None = None) -> dict[str, list[Finding]]:
+    """Op output name → the findings of that op, for every op of a MIL program that breaks a rule.
 
-
-def module_path(op: Any, module_map: dict[str, str] | None = None) -> str | None:
-    """The ``nn.Module`` path an op came from: ``module_map`` first, then the TorchScript scope."""
-    if module_map:
-        names = [op.name] + [v.name for v in _outputs(op)]
-        for name in names:
-            for key in (name, _SUFFIXES.sub("", name)):
-                if key in module_map:
-                    return module_map[key]
-                trimmed = re.sub(r"_\d+$", "", key)
-                if trimmed in module_map:
-                    return module_map[trimmed]
-    try:
-        from coremltools.converters.mil.mil.scope import ScopeSource
-    except ImportError:  # pragma: no cover
-        return None
-    scopes = getattr(op, "scopes", None) or {}
-    names = scopes.get(ScopeSource.TORCHSCRIPT_MODULE_NAME)
-    if names:
-        return ".".join(str(n) for n in names[:-1])  # the last entry is the TorchScript value name
-    return None
-
-
-def module_map_from_exported_program(ep: Any) -> dict[str, str]:
-    """fx node name → innermost ``nn.Module`` path, for programs converted from ``torch.export``."""
-    out: dict[str, str] = {}
-    for node in ep.graph.nodes:
-        stack = node.meta.get("nn_module_stack")
-        if stack:
-            out[node.name] = list(stack.values())[-1][0]
-    return out
-
-
-def ane_report(mlmodel_or_program: Any, module_map: dict[str, str] | None = None,
-               rules: tuple[Rule, ...] = RULES) -> list[Finding]:
-    """Findings for every op of a Core ML ML Program that breaks a rule in :data:`RULES`."""
-    program = mil_program(mlmodel_or_program)
-    findings: list[Finding] = []
+    ``program``: a MIL Program, in memory or read back from a package
+    (:func:`hybridexport.export.formats.coreml.load_program`). Module paths come from ``module_of``
+    (output name → path: the artifact's op table)."""
+    out: dict[str, list[Finding]] = {}
     for op in iter_ops(program):
-        if op.op_type in IGNORED_OPS:
+        if op.op_type in IGNORED_OPS or not getattr(op, "outputs", None):
             continue
+        name = op.outputs[0].name
         for rule in rules:
             reason = rule.check(op, {})
             if reason:
-                findings.append(Finding(
-                    rule=rule.name, severity=rule.severity, op_type=op.op_type, op_name=op.name,
-                    module=module_path(op, module_map), shapes=_fmt_shapes(op), reason=reason, source=rule.source,
+                module = (module_of(name) if module_of else "") or None
+                out.setdefault(name, []).append(Finding(
+                    rule=rule.name, severity=rule.severity, op_type=op.op_type, op_name=name,
+                    module=module, shapes=_fmt_shapes(op), reason=reason, source=rule.source,
                 ))
-    return findings
+    return out
+
+
+def ane_report(program: Any, module_of: Callable[[str], str] | None = None,
+               rules: tuple[Rule, ...] = RULES) -> list[Finding]:
+    """Findings for every op of a MIL program that breaks a rule in :data:`RULES`, in program order."""
+    return [f for found in findings_by_output(program, rules, module_of).values() for f in found]
+
+
+def artifact_findings(path: Any, module_of: Callable[[str], str] | None = None) -> list[Finding]:
+    """The findings of the program inside a saved ``.mlpackage`` (module paths from ``module_of``)."""
+    from hybridexport.export.formats.coreml import load_program
+
+    return ane_report(load_program(path), module_of)
 
 
 def summarize(findings: list[Finding]) -> dict[str, int]:
@@ -334,56 +286,6 @@ def summarize(findings: list[Finding]) -> dict[str, int]:
     counts["off-ane"] = sum(1 for f in findings if f.severity == "off-ane")
     counts["slow"] = sum(1 for f in findings if f.severity == "slow")
     return dict(counts)
-
-
-# ------------------------------------------------------------------ conversion
-def convert_for_ane(module: nn.Module, example: torch.Tensor) -> Any:
-    """Convert ``module`` the way the reference latency numbers were made: TorchScript trace →
-    ``ct.convert`` ML Program, FP16 compute, iOS15 target (iFormer's ``export_coreml.py`` protocol).
-    The TorchScript route keeps module paths in every MIL op's scope. Conversion works on Linux;
-    only loading/predicting needs macOS (``skip_model_load``)."""
-    import warnings
-
-    import coremltools as ct
-    import torch
-
-    from hybridexport.errors import ConversionError
-    from hybridexport.rewrite.verify import flatten_outputs
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            with torch.no_grad():
-                traced = torch.jit.trace(module.eval(), example)
-                n_out = len(flatten_outputs(module(example)))
-            return ct.convert(
-                traced,
-                inputs=[ct.TensorType(name="image", shape=tuple(example.shape))],
-                # explicit names: TorchScript may call the last value "input", clashing with the input
-                outputs=[ct.TensorType(name=f"output_{i}") for i in range(n_out)],
-                convert_to="mlprogram",
-                minimum_deployment_target=ct.target.iOS15,
-                compute_precision=ct.precision.FLOAT16,
-                skip_model_load=True,
-            )
-        except Exception as exc:  # noqa: BLE001 - converter errors become one line
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-            raise ConversionError(f"Core ML conversion failed ({type(exc).__name__}: {first})") from exc
-
-
-def ane_report_for_model(name: str, resolution: int | None = None, checkpoint: str | None = None,
-                         passes: list[str] | str | None = None, rewrite: bool = False) -> list[Finding]:
-    """Build ``name`` (optionally rewritten with ``passes`` / the coreml pipeline), convert it to Core ML
-    (FP16, iOS15) and return the Neural Engine findings."""
-    from hybridexport.zoo import build_model
-
-    loaded = build_model(name, checkpoint=checkpoint, resolution=resolution)
-    module, example = loaded.module, loaded.example_input()
-    if rewrite or passes is not None:
-        from hybridexport.rewrite.pipeline import run_pipeline
-
-        module, _ = run_pipeline(module, example, passes=passes, target="coreml", count=False)
-    return ane_report(convert_for_ane(module, example))
 
 
 # ------------------------------------------------------------------ rendering

@@ -10,14 +10,21 @@ HELP = "analyse a model: params (as built and BN-folded), MACs, peak activation 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from hybridexport.cliargs import ranged
+
     parser.add_argument("model", metavar="MODEL", help="e.g. iformer-m, mobilevit-xxs, mobileformer-294m, timm:<name>")
-    parser.add_argument("--resolution", type=int, default=None, metavar="N", help="square input size (default: the card's)")
+    parser.add_argument("--resolution", type=ranged(1, 8192), default=None, metavar="N",
+                        help="square input size (default: the card's)")
     parser.add_argument("--checkpoint", default=None, metavar="PATH", help="local .pth/.pt/.safetensors weights to load")
     parser.add_argument("--allow-mismatch", action="store_true", help="load the checkpoint's matching keys only")
     parser.add_argument("--json", action="store_true", help="print the analysis as JSON on stdout")
     parser.add_argument("--coreml", action="store_true",
-                        help="also convert to Core ML (FP16 ML Program) and list the ops the Neural Engine is known "
-                             "not to run or to run slowly (static rules, works on Linux)")
+                        help="also list the ops of the Core ML artifact (what `convert MODEL --to coreml` writes, "
+                             "converted now if missing) that the Neural Engine is known not to run or to run slowly "
+                             "(static rules, works on Linux)")
+    parser.add_argument("--no-rewrite", action="store_true", help="with --coreml: the model as given, not rewritten")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="with --coreml: where artifacts are found or converted to (default: hybridexport-out)")
 
 
 def _load(args: argparse.Namespace, meta: bool):  # -> LoadedModel
@@ -40,8 +47,6 @@ def analyze_from_args(args: argparse.Namespace, on_step=None):  # -> ModelAnalys
     from hybridexport.errors import ConversionError, HybridExportError
     from hybridexport.zoo import resolve
 
-    if args.resolution is not None and args.resolution < 1:
-        raise ConversionError(f"--resolution {args.resolution} is not a size; pass a positive number (e.g. 224)")
     resolve(args.model)  # unknown names fail here, before anything is built
     step = on_step or (lambda _m: None)
     if args.checkpoint is None:
@@ -67,14 +72,20 @@ def analyze_from_args(args: argparse.Namespace, on_step=None):  # -> ModelAnalys
 
 
 def ane_findings(args: argparse.Namespace, on_step=None) -> list:  # -> list[ane_rules.Finding]
-    """Convert the model as given (no rewrite) to Core ML and check it against the Neural Engine rules."""
-    from hybridexport.analyze.ane_rules import ane_report, convert_for_ane
+    """The Neural Engine findings of the model's Core ML artifact (the one ``convert`` writes; converted now
+    if missing), module paths from its op table."""
+    from hybridexport.analyze.ane_rules import artifact_findings
+    from hybridexport.export import convert
+    from hybridexport.export.manifest import DEFAULT_OUT
+    from hybridexport.optable import OpTable
 
     step = on_step or (lambda _m: None)
-    step("building the model for Core ML")
-    loaded = _load(args, meta=False)
-    step("converting to Core ML (FP16 ML Program)")
-    return ane_report(convert_for_ane(loaded.module, loaded.example_input()))
+    step("finding or converting the Core ML artifact")
+    [man] = convert(args.model, to="coreml", out=args.out or DEFAULT_OUT, resolution=args.resolution,
+                    checkpoint=args.checkpoint, allow_mismatch=args.allow_mismatch, rewrite=not args.no_rewrite)
+    table = OpTable.load(man.op_table_path())
+    step("checking the Neural Engine rules")
+    return artifact_findings(man.path, table.module_of)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -102,5 +113,6 @@ def run(args: argparse.Namespace) -> int:
     if findings is not None:
         from hybridexport.analyze.ane_rules import render_ane_report
 
-        render_ane_report(findings, console, title=f"Neural Engine ({analysis.name}, as given, no rewrite)")
+        how = "as given, no rewrite" if args.no_rewrite else "the artifact `convert` writes"
+        render_ane_report(findings, console, title=f"Neural Engine ({analysis.name}, {how})")
     return 0

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch.export.graph_signature import InputKind
 
+from hybridexport import modpath
 from hybridexport.analyze.ops import _vals, op_name
 
 
@@ -102,6 +103,5 @@ def peak_activation(ep: torch.export.ExportedProgram, bytes_per_element: int = 4
     elements, node = best
     if node is None:
         return PeakMemory(0, "", "", "", 0)
-    stack = node.meta.get("nn_module_stack") or {}
-    module = next(reversed(stack.values()))[0] if stack else ""
+    module = modpath.of_node(node)
     return PeakMemory(elements * bytes_per_element, node.name, module, op_name(node.target), elements)

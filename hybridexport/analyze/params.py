@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.export.graph_signature import InputKind
 
+from hybridexport import modpath
 from hybridexport.analyze.ops import op_name
 
 BN_OPS = frozenset({
@@ -60,11 +61,6 @@ def _param_numel(ep: torch.export.ExportedProgram) -> dict[str, int]:
         for spec in ep.graph_signature.input_specs
         if spec.kind == InputKind.PARAMETER and spec.target in state
     }
-
-
-def _module_path(node: torch.fx.Node) -> str:
-    stack = node.meta.get("nn_module_stack") or {}
-    return next(reversed(stack.values()))[0] if stack else ""
 
 
 def _arg(node: torch.fx.Node, index: int, name: str) -> object:
@@ -110,7 +106,7 @@ def fold_report(ep: torch.export.ExportedProgram, params: int) -> FoldReport:
         report.removed += removed
         report.added += added
         report.folded_bn += 1
-        path = _module_path(bn)
+        path = modpath.of_node(bn)
         report.by_module[path] = report.by_module.get(path, 0) - removed + added
 
     for bn in ep.graph.nodes:
@@ -142,6 +138,6 @@ def fold_report(ep: torch.export.ExportedProgram, params: int) -> FoldReport:
         report.removed += removed
         report.added -= added_bias.pop(b, 0)
         report.merged_linear += 1
-        path = _module_path(b)
+        path = modpath.of_node(b)
         report.by_module[path] = report.by_module.get(path, 0) - removed
     return report

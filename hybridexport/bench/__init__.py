@@ -1,8 +1,10 @@
 """Bench stage: per-layer latency of exported artifacts, measured by a runner or predicted.
 
-``bench(model, device=...)`` finds (or converts) the artifact for the device's format, picks the
-first runner of the device profile that can run here, and returns one :class:`Profile` per
-artifact. With ``model=None`` it benchmarks every artifact ``convert`` wrote into ``out``.
+``bench(model, device=...)`` finds (or converts) the artifact for the format the device and runner
+agree on, picks the first runner of the device profile that can run here, and returns one
+:class:`Profile` per artifact. ``model`` may also be the path of an artifact (made by ``convert`` or
+elsewhere); with ``model=None`` it benchmarks every artifact ``convert`` wrote into ``out``. Every
+artifact is checked against its manifest (size, sha256) before a runner sees it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from hybridexport.export.manifest import DEFAULT_OUT
 
 if TYPE_CHECKING:
     from hybridexport.bench.devices import DeviceProfile
+    from hybridexport.bench.runners import BenchRequest, Runner
     from hybridexport.export.manifest import Manifest
     from hybridexport.zoo import LoadedModel
 
@@ -30,29 +33,43 @@ def _device(device: str | DeviceProfile) -> DeviceProfile:
     return load_device(device) if isinstance(device, str) else device
 
 
-def _find_or_convert(model: str | LoadedModel, fmt: str, out: Path, precision: str | None,
-                     resolution: int | None, checkpoint: str | Path | None) -> Manifest:
-    """The manifest of ``model`` in ``fmt`` under ``out``; converts it (export stage) when missing."""
-    from hybridexport.errors import ConversionError
-    from hybridexport.export.manifest import Manifest, artifact_path, manifest_path
+def is_artifact_path(model: Any) -> bool:
+    """Whether ``model`` names an artifact file (by its suffix) rather than a model."""
+    if not isinstance(model, (str, Path)):
+        return False
+    from hybridexport.export import formats
 
+    try:
+        formats.for_path(model)
+    except formats.BadOptionError:
+        return False
+    return True
+
+
+def _input_shapes(model: str | LoadedModel, resolution: int | None) -> tuple[str, list[list[int]]]:
+    """(canonical name, input shapes) of a model without building it."""
     if isinstance(model, str):
         from hybridexport.zoo.registry import resolve
 
-        name = resolve(model).name
-    else:
-        name = model.name
-    if precision is not None:
-        mp = manifest_path(artifact_path(out, name, fmt, precision))
-        if mp.exists():
-            man = Manifest.load(mp)
-            if resolution is None or man.resolution == resolution:
-                return man
-    try:
-        from hybridexport.export import convert
-    except ImportError:
-        raise ConversionError(f"no {fmt} artifact of {name} in {out} and the export stage is not available; "
-                              f"run `hybridexport convert {name} --to {fmt} --out {out}`") from None
+        spec = resolve(model)
+        r = int(resolution or spec.resolution)
+        return spec.name, [[1, 3, r, r]]
+    return model.name, [list(s) for s in model.input_shapes]
+
+
+def _find_or_convert(model: str | LoadedModel, fmt: str, out: Path, precision: str, resolution: int | None,
+                     checkpoint: str | Path | None) -> Manifest:
+    """The manifest of ``model`` in ``fmt`` under ``out`` (checked); converts it (export stage) when missing."""
+    from hybridexport.errors import ConversionError
+    from hybridexport.export import convert
+    from hybridexport.export.manifest import Manifest, artifact_path, manifest_path
+
+    name, shapes = _input_shapes(model, resolution)
+    mp = manifest_path(artifact_path(out, name, fmt, precision, shapes))
+    if mp.exists() and checkpoint is None:
+        man = Manifest.load(mp)
+        man.check_artifact()
+        return man
     made = [m for m in convert(model, to=fmt, out=out, precision=precision, resolution=resolution,
                                checkpoint=checkpoint) if m.format == fmt]
     if not made:
@@ -60,8 +77,35 @@ def _find_or_convert(model: str | LoadedModel, fmt: str, out: Path, precision: s
     return made[0]
 
 
+def _artifact_request(path: Path) -> tuple[Manifest | None, Path]:
+    """The manifest beside an artifact file (checked), if it has one."""
+    from hybridexport.errors import InputFileError
+    from hybridexport.export.manifest import Manifest, manifest_path
+
+    if not path.exists():
+        raise InputFileError(f"artifact '{path}' does not exist")
+    mp = manifest_path(path)
+    if mp.exists():
+        man = Manifest.load(mp)
+        man.check_artifact()
+        return man, path
+    return None, path
+
+
+def _format_for(device: DeviceProfile, fmt: str | None, runner: str | None, options: dict[str, Any]) -> str:
+    """The format the device and a forced runner agree on (the device's own when the runner takes it)."""
+    if fmt is not None:
+        return fmt
+    if runner is None:
+        return device.format
+    from hybridexport.bench.runners import get_runner
+
+    takes = get_runner(runner).configure(options).formats_for(device)
+    return device.format if not takes or device.format in takes else takes[0]
+
+
 def plan(
-    model: str | LoadedModel | None,
+    model: str | Path | LoadedModel | None,
     device: DeviceProfile,
     fmt: str | None,
     runner: str | None,
@@ -70,8 +114,8 @@ def plan(
     resolution: int | None,
     checkpoint: str | Path | None,
     options: dict[str, Any],
-) -> list[tuple[Any, Manifest | None, LoadedModel | None]]:
-    """(runner, manifest, model) for every benchmark ``bench`` will run."""
+) -> list[tuple[Runner, Manifest | None, LoadedModel | None, Path | None]]:
+    """(runner, manifest, model, artifact made elsewhere) for every benchmark ``bench`` will run."""
     from hybridexport.bench.select import choose_runner, runner_status, serves
     from hybridexport.errors import InputFileError
     from hybridexport.export.manifest import find_manifests
@@ -92,29 +136,35 @@ def plan(
             have = sorted({m.format for m in manifests}) or ["none"]
             raise InputFileError(f"no artifact in '{out}' that {device.name}'s runners can run (formats there: "
                                  f"{', '.join(have)}); run `hybridexport convert MODEL --to {device.format}`")
-        return [(choose_runner(device, m.format, runner, options), m, None) for m in usable]
-    if fmt is None:
-        if runner is not None:
-            r = choose_runner(device, None, runner, options)
-            fmt = r.formats[0] if r.formats else device.format
-        else:
-            fmt = device.format
+        for m in usable:
+            m.check_artifact()
+        return [(choose_runner(device, m.format, runner, options), m, None, None) for m in usable]
+    if is_artifact_path(model):
+        from hybridexport.export import formats
+
+        path = Path(model)
+        man, path = _artifact_request(path)
+        kind = man.format if man is not None else formats.for_path(path).name
+        if fmt is not None and fmt != kind:
+            raise InputFileError(f"'{path}' is a {formats.title(kind)} artifact, not {fmt}; leave out --format")
+        return [(choose_runner(device, kind, runner, options), man, None, None if man is not None else path)]
+    fmt = _format_for(device, fmt, runner, options)
     chosen = choose_runner(device, fmt, runner, options)
     if fmt == "pytorch":
         from hybridexport.zoo import build_model
 
         loaded = build_model(model, resolution=resolution, checkpoint=checkpoint) if isinstance(model, str) else model
-        return [(chosen, None, loaded)]
-    if precision is None and fmt == device.format:
-        precision = device.precision
-    if precision is None and fmt in ("onnx", "executorch", "tflite"):
-        precision = "fp32"
+        return [(chosen, None, loaded, None)]
+    if precision is None:
+        from hybridexport.export.options import resolve_precision
+
+        precision = device.precision if fmt == device.format else resolve_precision(fmt, None)
     manifest = _find_or_convert(model, fmt, Path(out), precision, resolution, checkpoint)
-    return [(chosen, manifest, None if isinstance(model, str) else model)]
+    return [(chosen, manifest, None if isinstance(model, str) else model, None)]
 
 
 def bench(
-    model: str | LoadedModel | None = None,
+    model: str | Path | LoadedModel | None = None,
     device: str | DeviceProfile = "host",
     fmt: str | None = None,
     runner: str | None = None,
@@ -130,36 +180,41 @@ def bench(
     *,
     format: str | None = None,  # noqa: A002 - the suite and the CLI spell it this way
 ) -> list[Profile]:
-    """Benchmark ``model`` (or every artifact in ``out``) on ``device``; one Profile per artifact.
+    """Benchmark ``model`` (a name, a built model, an artifact's path, or every artifact in ``out``) on
+    ``device``; one Profile per artifact.
 
     ``fmt``/``format`` defaults to the device's own (Core ML for iPhones, TFLite for Android, ONNX on
-    the host; ``pytorch`` runs the eager model). ``runner`` forces a runner (e.g. ``predicted``).
-    ``threads`` defaults to the device protocol's. ``options`` reach the runners (``serial``,
-    ``benchmark_binary``, ``android_delegate``, ``ios_app``). ``progress=True`` shows a progress bar.
+    the host; ``pytorch`` runs the eager model), or the forced ``runner``'s. ``threads`` defaults to the
+    device protocol's. ``options`` reach the runners (``serial``, ``benchmark_binary``,
+    ``android_delegate``, ...). ``progress=True`` shows a progress bar.
     """
     from hybridexport.bench.runners import BenchRequest
+    from hybridexport.errors import InputFileError
 
     if runs < 1 or warmup < 0:
-        from hybridexport.errors import InputFileError
-
         raise InputFileError(f"runs must be ≥ 1 and warmup ≥ 0 (got runs={runs}, warmup={warmup})")
+    if threads is not None and threads < 1:
+        raise InputFileError(f"threads must be ≥ 1 (got {threads})")
     dev = _device(device)
     fmt = fmt or format
     opts = dict(options or {})
     n_threads = int(threads if threads is not None else dev.protocol.get("threads", 1))
     jobs = plan(model, dev, fmt, runner, Path(out), precision, resolution, checkpoint, opts)
     profiles = []
-    for r, manifest, loaded in jobs:
-        label = f"{r.name} · {manifest.model if manifest else loaded.name} · {manifest.format if manifest else 'pytorch'}"
-        req = BenchRequest(device=dev, manifest=manifest, model=loaded, runs=runs, warmup=warmup,
-                           threads=n_threads, options=dict(opts))
-        if progress:
-            from hybridexport.console import progress as bar
-
-            total = (runs + warmup) if r.obtained == "measured" else None
-            with bar(label, total=total) as (prog, task):
-                req.options["progress"] = lambda k, _p=prog, _t=task: _p.advance(_t, k)
-                profiles.append(r.run(req))
-        else:
-            profiles.append(r.run(req))
+    for r, manifest, loaded, artifact in jobs:
+        req = BenchRequest(device=dev, manifest=manifest, model=loaded, runs=runs, warmup=warmup, threads=n_threads,
+                           options=dict(opts), artifact=artifact)
+        profiles.append(_run(r, req, progress))
     return profiles
+
+
+def _run(r: Runner, req: BenchRequest, progress: bool) -> Profile:
+    if not progress:
+        return r.run(req)
+    from hybridexport.console import progress as bar
+
+    label = f"{r.name} · {req.label} · {req.artifact_format() or 'pytorch'}"
+    total = (req.runs + req.warmup) if r.obtained == "measured" else None
+    with bar(label, total=total) as (prog, task):
+        req.options["progress"] = lambda k, _p=prog, _t=task: _p.advance(_t, k)
+        return r.run(req)

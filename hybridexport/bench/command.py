@@ -3,38 +3,33 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 from pathlib import Path
 
 HELP = "measure (or predict) per-layer latency of exported artifacts on a device"
 
 
-def _suite_module():
-    try:
-        return importlib.import_module("hybridexport.bench.suite")
-    except ImportError:
-        return None
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from hybridexport.cliargs import ranged
+    from hybridexport.export.formats import NAMES
     from hybridexport.export.manifest import DEFAULT_OUT
 
     parser.add_argument("model", nargs="?", metavar="MODEL",
-                        help="model name (e.g. iformer-t); default: every artifact `convert` wrote into --out")
+                        help="model name (e.g. iformer-t) or an artifact file (.onnx, .tflite, .mlpackage, .pte, made "
+                             "by convert or elsewhere); default: every artifact `convert` wrote into --out")
     parser.add_argument("--device", "-d", default="host", help="device profile (see `hybridexport devices`; default host)")
-    parser.add_argument("--format", "-f", dest="format", choices=("onnx", "executorch", "tflite", "coreml", "pytorch"),
+    parser.add_argument("--format", "-f", dest="format", choices=(*NAMES, "pytorch"),
                         help="artifact format (default: the device's own: coreml for iPhones, tflite for Android, onnx on host)")
     parser.add_argument("--runner", "-r", help="force a runner (e.g. predicted, host-executorch)")
-    parser.add_argument("--runs", type=int, default=50, help="timed runs (default 50)")
-    parser.add_argument("--warmup", type=int, default=10, help="untimed warm-up runs (default 10)")
-    parser.add_argument("--threads", type=int, help="CPU threads (default: the device protocol's, 1 on host)")
+    parser.add_argument("--runs", type=ranged(1, 100000), default=50, help="timed runs (default 50)")
+    parser.add_argument("--warmup", type=ranged(0, 100000), default=10, help="untimed warm-up runs (default 10)")
+    parser.add_argument("--threads", type=ranged(1, 1024), help="CPU threads (default: the device protocol's, 1 on host)")
     parser.add_argument("--precision", help="artifact precision (default: the device protocol's for its format)")
-    parser.add_argument("--resolution", type=int, help="input resolution (default: the model card's)")
+    parser.add_argument("--resolution", type=ranged(1, 8192), help="input resolution (default: the model card's)")
     parser.add_argument("--checkpoint", help="weights to convert with when the artifact must be built")
     parser.add_argument("--out", default=str(DEFAULT_OUT), help=f"artifact directory (default {DEFAULT_OUT})")
     parser.add_argument("--json", metavar="OUT", help="write the Profile (a list when several) as JSON to OUT")
-    parser.add_argument("--top", type=int, default=15, help="rows to show (default 15)")
-    parser.add_argument("--depth", type=int, help="sum rows per module path cut to DEPTH components")
+    parser.add_argument("--top", type=ranged(0, 100000), default=15, help="rows to show (default 15)")
+    parser.add_argument("--depth", type=ranged(1, 64), help="sum rows per module path cut to DEPTH components")
     g = parser.add_argument_group("phones")
     g.add_argument("--serial", help="adb serial of the phone (default: the attached one matching --device)")
     g.add_argument("--benchmark-binary", metavar="PATH",
@@ -42,20 +37,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--android-delegate", choices=("cpu", "gpu", "nnapi"),
                    help="cpu (XNNPACK), gpu or nnapi (default: the device protocol's)")
     g.add_argument("--ios-app", metavar="BUNDLE_ID", help="benchmark app on the iPhone (or $HYBRIDEXPORT_IOS_BENCH_APP)")
-    suite = _suite_module()
-    if suite is not None and hasattr(suite, "add_suite_arguments"):
-        suite.add_suite_arguments(parser)
+    from hybridexport.bench.suite import add_suite_arguments
+
+    add_suite_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    suite = _suite_module()
-    if getattr(args, "suite", None) and suite is not None:
-        return int(suite.run_suite(args))
+    if args.suite:
+        from hybridexport.bench.suite import run_suite
+
+        return int(run_suite(args))
     from hybridexport.atomic import write_json
     from hybridexport.bench import bench
     from hybridexport.bench.table import profile_table
+    from hybridexport.cliargs import writable_file
     from hybridexport.console import console
 
+    if args.json:
+        writable_file(args.json, "--json")
     options = {k: v for k, v in {
         "serial": args.serial, "benchmark_binary": args.benchmark_binary,
         "android_delegate": args.android_delegate, "ios_app": args.ios_app,

@@ -10,15 +10,14 @@ Every runtime renames and fuses ops, so each runner finds a row's module one of 
   pairs each with the next source op of a compatible kind. Ops the delegate inserted itself
   (layout transposes, copies) take the module of the source op they feed.
 
-``ROOT`` names the model itself (ops in the top-level ``forward``); ``""`` means "not mapped".
+Module-path conventions and parsers are :mod:`hybridexport.modpath`'s (``ROOT`` is the model itself,
+``""`` unmapped); this module holds what runners need to align runtime rows with graph ops.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
-
-ROOT = "<root>"
+from collections.abc import Sequence
 
 # Canonical op kinds, from the aten op name (without the "aten." prefix and the overload).
 _ATEN_KINDS: dict[str, str] = {
@@ -116,103 +115,6 @@ def xnn_kinds(name: str) -> set[str]:
 def is_xnnpack_op(name: str) -> bool:
     """True for XNNPACK operator names such as ``Convolution (NHWC, F32) IGEMM #1``."""
     return bool(re.match(r"^(Delegate/)?[A-Z][A-Za-z ]+ \((N[A-Z]+|ND|NC)[,)]", name))
-
-
-def common_module(paths: Iterable[str]) -> str:
-    """Longest common dotted prefix of the mapped paths (``ROOT`` when they share none, ``""`` when none)."""
-    parts = [p.split(".") for p in paths if p and p != ROOT]
-    if not parts:
-        return ROOT if any(p == ROOT for p in paths) else ""
-    prefix: list[str] = []
-    for comps in zip(*parts):
-        if len(set(comps)) != 1:
-            break
-        prefix.append(comps[0])
-    return ".".join(prefix) or ROOT
-
-
-def module_from_stack(stack: dict | None) -> str:
-    """The deepest path of a torch.export ``nn_module_stack`` (values are ``(path, class)``)."""
-    if not stack:
-        return ""
-    entries = list(stack.values())
-    path = entries[-1][0] if isinstance(entries[-1], (tuple, list)) else str(entries[-1])
-    return _clean_path(path) or ROOT
-
-
-def _clean_path(path: str) -> str:
-    """Strip torch.export spellings: ``L['self'].stages[0]`` / ``L__self___stages_0`` stay rare; dots kept."""
-    path = re.sub(r"\[(\d+)\]", r".\1", path)
-    path = path.replace("L['self'].", "").replace("L['self']", "")
-    return path.strip(".")
-
-
-def module_from_name_scopes(scopes: Sequence[str]) -> str:
-    """ONNX ``pkg.torch.onnx.name_scopes`` (``['', 'stem', 'stem.conv1', 'conv2d']``) → ``stem.conv1``.
-
-    The last entry is the FX node's own name, the first the root module ("").
-    """
-    modules = [s for s in list(scopes)[:-1] if s]
-    return modules[-1] if modules else ROOT
-
-
-_LITERT_TRAILER = re.compile(r"^\d*$")
-
-
-def litert_location_paths(name: str, known: set[str] | None = None) -> list[str]:
-    """Module paths in a litert-torch tensor/op name, one per ``;``-separated location.
-
-    litert-torch names tensors after the module hierarchy of the torch op that made them:
-    ``<root class>/<class>_<attr>/<class>_<attr>...`` with ``;`` joining fused locations and a
-    trailing index. Each component's attribute name is what follows the first ``_`` after the last
-    ``.`` of the class's qualified name.
-    """
-    paths = []
-    for loc in name.split(";"):
-        comps = loc.split("/")
-        if _LITERT_TRAILER.match(loc) or "." not in comps[0]:
-            continue  # an index trailer, or not a litert-torch location (e.g. a TF name scope)
-        attrs: list[str] = []
-        for comp in comps[1:]:
-            dot = comp.rfind(".")
-            splits = [i for i in range(dot + 1, len(comp)) if comp[i] == "_"] if dot >= 0 else []
-            if not splits:
-                break
-            attr = comp[splits[0] + 1:]
-            if known is not None:  # a class name with "_" in it: take the split that names a real module
-                for i in splits:
-                    if ".".join([*attrs, comp[i + 1:]]) in known:
-                        attr = comp[i + 1:]
-                        break
-            attrs.append(attr)
-        paths.append(".".join(attrs) if attrs else ROOT)
-    return paths
-
-
-def litert_module(name: str, known: set[str] | None = None) -> str:
-    """The module of a litert-torch tensor name.
-
-    The last location is the op's own; locations fused into it from the same parent (a BatchNorm
-    folded into its conv) widen it to that parent, as the other runtimes map a conv+norm there.
-
-    With ``known`` (the model's ``named_modules`` paths) each path is cut back to its longest known
-    prefix, which fixes attribute names that contain ``_`` in odd places.
-    """
-    paths = litert_location_paths(name, known)
-    if known is not None:
-        fixed = []
-        for p in paths:
-            comps = p.split(".")
-            while comps and ".".join(comps) not in known:
-                comps.pop()
-            fixed.append(".".join(comps) or ROOT)
-        paths = fixed
-    if not paths:
-        return ""
-    primary = paths[-1]
-    parent = primary.rsplit(".", 1)[0] if "." in primary else ""
-    group = [p for p in paths if parent and (p == parent or p.startswith(parent + "."))] or [primary]
-    return common_module(group + [primary])
 
 
 def align(

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hybridexport import modpath
 from hybridexport.errors import InputFileError
 from hybridexport.jsonfile import read_json
 
@@ -31,7 +32,12 @@ def _quantile(sorted_xs: list[float], q: float) -> float:
 
 @dataclass
 class Stats:
-    """Time statistics in milliseconds. ``samples`` keeps raw values for noise-aware comparison."""
+    """Time statistics in milliseconds.
+
+    With raw ``samples`` they are the one truth: ``median``, ``p10``, ``p90`` and ``n`` are derived from
+    them (whatever a file says). Without samples (a prediction, or a tool that reports summaries only)
+    the given values stand.
+    """
 
     median: float
     p10: float
@@ -39,21 +45,21 @@ class Stats:
     n: int
     samples: list[float] = field(default_factory=list)
 
-    @classmethod
-    def from_samples(cls, samples: list[float], keep_samples: bool = True) -> Stats:
-        xs = sorted(float(x) for x in samples)
-        return cls(
-            median=_quantile(xs, 0.5),
-            p10=_quantile(xs, 0.1),
-            p90=_quantile(xs, 0.9),
-            n=len(xs),
-            samples=[float(x) for x in samples] if keep_samples else [],
-        )
+    def __post_init__(self) -> None:
+        if self.samples:
+            self.samples = [float(x) for x in self.samples]
+            xs = sorted(self.samples)
+            self.median, self.p10, self.p90 = _quantile(xs, 0.5), _quantile(xs, 0.1), _quantile(xs, 0.9)
+            self.n = len(xs)
 
     @classmethod
-    def point(cls, value: float, p10: float | None = None, p90: float | None = None) -> Stats:
+    def from_samples(cls, samples: list[float]) -> Stats:
+        return cls(median=math.nan, p10=math.nan, p90=math.nan, n=0, samples=list(samples))
+
+    @classmethod
+    def point(cls, value: float, p10: float | None = None, p90: float | None = None, n: int = 1) -> Stats:
         """A single (e.g. predicted) value with an optional uncertainty band."""
-        return cls(median=value, p10=value if p10 is None else p10, p90=value if p90 is None else p90, n=1, samples=[])
+        return cls(median=value, p10=value if p10 is None else p10, p90=value if p90 is None else p90, n=n, samples=[])
 
 
 @dataclass
@@ -87,6 +93,7 @@ class Profile:
     method: str = ""  # how per-layer times were obtained (profiler, ETDump, op profiling, model)
     notes: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)  # runner-specific data (e.g. prediction error)
+    input_shapes: list[list[int]] = field(default_factory=list)  # the artifact's inputs (part of its identity)
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -142,6 +149,8 @@ class Profile:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "<dict>") -> Profile:
+        """A Profile from its JSON form, every timing checked (numbers, finite; the total positive, layers and
+        samples not negative) and at least one layer: anything else is a one-line InputFileError."""
         try:
             version = d.get("schema_version")
             if version != SCHEMA_VERSION:
@@ -150,8 +159,13 @@ class Profile:
                     "re-run `hybridexport bench` with this version"
                 )
             body = {k: v for k, v in d.items() if k != "schema_version"}
-            body["total_ms"] = Stats(**body["total_ms"])
-            body["layers"] = [LayerRow(**{**r, "ms": Stats(**r["ms"])}) for r in body.get("layers", [])]
+            body["total_ms"] = _stats(body["total_ms"], source, "total_ms", positive=True)
+            layers = body.get("layers")
+            if not isinstance(layers, list) or not layers:
+                raise InputFileError(f"{source}: the profile has no layers (empty or truncated); re-run `hybridexport "
+                                     "bench --json`")
+            body["layers"] = [LayerRow(**{**r, "ms": _stats(r["ms"], source, f"layer {r.get('name', i)!r}")})
+                              for i, r in enumerate(layers)]
             return cls(**body)
         except InputFileError:
             raise
@@ -164,11 +178,34 @@ class Profile:
         return cls.from_dict(data, source=str(Path(path)))
 
 
-def module_prefix(path: str, depth: int | None) -> str:
-    """``stages.1.blocks.0.mlp`` cut to ``depth`` dotted components (None or 0 = unchanged)."""
-    if not depth or not path:
-        return path
-    return ".".join(path.split(".")[:depth])
+def _number(value: Any, source: str, where: str, positive: bool = False) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (positive and value <= 0):
+        need = "a positive number" if positive else "a number ≥ 0"
+        raise InputFileError(f"{source}: {where} is {value!r}, not {need}; the profile is corrupt (re-run "
+                             "`hybridexport bench`)")
+    return float(value)
+
+
+def _stats(d: Any, source: str, where: str, positive: bool = False) -> Stats:
+    """Stats from JSON with every value checked; raw samples (when given) are checked and become the truth."""
+    if not isinstance(d, dict):
+        raise InputFileError(f"{source}: {where} is not a statistics object")
+    samples = d.get("samples") or []
+    if not isinstance(samples, list):
+        raise InputFileError(f"{source}: {where}.samples is not a list")
+    xs = [_number(x, source, f"{where}.samples[{i}]") for i, x in enumerate(samples)]
+    if xs:
+        if positive and not any(x > 0 for x in xs):
+            raise InputFileError(f"{source}: {where}.samples are all 0; the profile is corrupt (re-run "
+                                 "`hybridexport bench`)")
+        return Stats.from_samples(xs)
+    vals = {k: _number(d.get(k), source, f"{where}.{k}", positive=positive and k == "median")
+            for k in ("median", "p10", "p90")}
+    n = d.get("n", 1)
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise InputFileError(f"{source}: {where}.n is {n!r}, not a count")
+    return Stats(median=vals["median"], p10=vals["p10"], p90=vals["p90"], n=n)
 
 
 def aggregate_by_module(layers: list[LayerRow], depth: int | None = None) -> list[LayerRow]:
@@ -181,7 +218,7 @@ def aggregate_by_module(layers: list[LayerRow], depth: int | None = None) -> lis
     """
     groups: dict[str, list[LayerRow]] = {}
     for row in layers:
-        key = module_prefix(row.module, depth) if row.module else f"<unmapped>/{row.name}"
+        key = modpath.cut(row.module, depth) if row.module else f"<unmapped>/{row.name}"
         groups.setdefault(key, []).append(row)
     out: list[LayerRow] = []
     for key, rows in groups.items():

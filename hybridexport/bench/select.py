@@ -8,12 +8,6 @@ from typing import Any
 from hybridexport.bench.runners import RUNNERS, Runner, get_runner
 from hybridexport.errors import HybridExportError, RunnerUnavailableError
 
-# Formats each registered runner runs, for runners that cannot even be imported here.
-KNOWN_FORMATS = {
-    "host-onnxruntime": ("onnx",), "host-executorch": ("executorch",), "host-litert": ("tflite",),
-    "host-pytorch": ("pytorch",), "android-adb": ("tflite",), "ios-xcode": ("coreml",),
-}
-
 
 @dataclass
 class RunnerStatus:
@@ -31,8 +25,6 @@ def _load(name: str, options: dict[str, Any]) -> tuple[Runner | None, str]:
     try:
         return get_runner(name).configure(options), ""
     except RunnerUnavailableError as exc:
-        if name == "predicted" and "not available in this installation" in str(exc):
-            return None, "the predict stage is not installed in this version"
         return None, str(exc)
 
 
@@ -41,7 +33,7 @@ def runner_status(device: Any, options: dict[str, Any] | None = None, names: lis
     out = []
     for name in names or device.runners:
         runner, why = _load(name, options or {})
-        formats = tuple(getattr(runner, "formats", ()) or KNOWN_FORMATS.get(name, ()))
+        formats = runner.formats_for(device) if runner is not None else ()
         if runner is None:
             out.append(RunnerStatus(name, False, why, formats))
             continue
@@ -54,8 +46,9 @@ def runner_status(device: Any, options: dict[str, Any] | None = None, names: lis
 
 
 def serves(status: RunnerStatus, fmt: str | None) -> bool:
-    """Whether the runner takes ``fmt`` (a runner declaring no formats, like ``predicted``, takes any)."""
-    return fmt is None or not status.formats or fmt in status.formats
+    """Whether the runner takes ``fmt`` for the device (a runner that cannot load here is a candidate too,
+    so its reason is reported)."""
+    return fmt is None or fmt in status.formats or (status.runner is None and not status.formats)
 
 
 def choose_runner(device: Any, fmt: str | None = None, runner: str | None = None,

@@ -1,4 +1,9 @@
-"""``convert``: model → (rewrite) → artifact per format → verify → manifest, with caching and atomic writes."""
+"""``convert``: model → (rewrite) → artifact per format → verify → op table + manifest, cached, atomic.
+
+Each artifact is written beside three records: its manifest (``<artifact>.json``), its op table
+(``<artifact>.ops.json.gz``) and, where the format keeps one, its own sidecar (ExecuTorch's ETRecord).
+All are complete before the manifest appears, and the manifest is what later stages trust.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from hybridexport.atomic import atomic_path, write_json
 from hybridexport.errors import ConversionError, HybridExportError
-from hybridexport.export.base import NotRunnableHere, format_module
+from hybridexport.export import formats
 from hybridexport.export.cache import (
     cache_key,
     code_fingerprint,
@@ -20,63 +25,51 @@ from hybridexport.export.cache import (
     size_bytes,
     tool_versions,
 )
-from hybridexport.export.diagnose import FORMAT_TITLES, converter_failure
+from hybridexport.export.diagnose import converter_failure
+from hybridexport.export.formats.base import NotRunnableHere
 from hybridexport.export.manifest import DEFAULT_OUT, Manifest, Parity, artifact_path, manifest_path
-from hybridexport.export.options import EXPORTER_REVISION, ExportOptions, parse_formats, resolve_precision
+from hybridexport.export.options import EXPORTER_REVISION, BadOptionError, ExportOptions, resolve_precision
 from hybridexport.export.quiet import converter_output
+from hybridexport.optable import op_table_path
 
 if TYPE_CHECKING:
-    import torch
     from torch import nn
 
+    from hybridexport.export.formats.base import Format
     from hybridexport.zoo import LoadedModel
 
 
 @dataclasses.dataclass
-class _Rewrite:
-    """The rewrite step, run at most once per ``convert`` call and shared by all formats."""
+class _Rewrites:
+    """The rewrite step, run at most once per pipeline and shared by the formats that use it."""
 
     loaded: LoadedModel
     enabled: bool
     passes: list[str] | None
-    requested: list[str]  # resolved pass names (for the cache key); [] when disabled
-    module: nn.Module | None = None
-    applied: list[str] = dataclasses.field(default_factory=list)
-    report: dict[str, Any] | None = None
-    seconds: float = 0.0
+    done: dict[tuple[str, ...], tuple[nn.Module, dict[str, Any], float]] = dataclasses.field(default_factory=dict)
 
-    def run(self, example: torch.Tensor) -> nn.Module:
-        if self.module is not None:
-            return self.module
+    def names(self, fmt: str) -> list[str]:
+        """The passes ``fmt``'s artifact gets (the format's own pipeline unless passes were named)."""
         if not self.enabled:
-            self.module = self.loaded.module
-            return self.module
-        run_pipeline = _pipeline()[0]
-        t0 = time.perf_counter()
-        module, report = run_pipeline(self.loaded.module, example, passes=self.passes, count=False)
-        self.seconds = time.perf_counter() - t0
-        self.module, self.applied = module.eval(), list(report.applied())
-        d = report.to_dict()
-        self.report = {k: v for k, v in d.items() if k not in ("ops_before", "ops_after")}
-        return self.module
+            return []
+        from hybridexport.rewrite.pipeline import resolve_passes
 
+        return list(resolve_passes(self.passes, target=fmt))
 
-def _pipeline() -> tuple[Callable[..., Any], Callable[..., list[str]]]:
-    """``(run_pipeline, resolve_passes)`` from the rewrite stage, or a clear error when it cannot load."""
-    try:
-        from hybridexport.rewrite import pipeline
+    def run(self, fmt: str) -> tuple[nn.Module, dict[str, Any] | None, float]:
+        names = tuple(self.names(fmt))
+        if not names:
+            return self.loaded.module, None, 0.0
+        if names not in self.done:
+            from hybridexport.rewrite.pipeline import run_pipeline
 
-        pipeline.resolve_passes(None)  # loads every registered pass module
-    except ImportError as exc:
-        if not (getattr(exc, "name", None) or "").startswith("hybridexport.rewrite") and "hybridexport.rewrite" not in str(
-            exc
-        ):
-            raise
-        raise ConversionError(
-            f"the rewrite stage (hybridexport.rewrite.pipeline) cannot be loaded ({exc}); "
-            "re-run with --no-rewrite (rewrite=False) to export the reference model unchanged"
-        ) from None
-    return pipeline.run_pipeline, pipeline.resolve_passes
+            t0 = time.perf_counter()
+            module, report = run_pipeline(self.loaded.module, self.loaded.example_input(), passes=list(names),
+                                          target=fmt, count=False)
+            d = report.to_dict()
+            d = {k: v for k, v in d.items() if k not in ("ops_before", "ops_after")}
+            self.done[names] = (module.eval(), d, time.perf_counter() - t0)
+        return self.done[names]
 
 
 def convert(
@@ -91,6 +84,7 @@ def convert(
     passes: Sequence[str] | str | None = None,
     verbose: bool = False,
     *,
+    keep_mismatch: bool = False,
     allow_mismatch: bool = False,
     verify_inputs: int = 4,
     coreml_target: str | None = None,
@@ -101,45 +95,56 @@ def convert(
 ) -> list[Manifest]:
     """Export ``model`` to each format in ``to`` and return one manifest per artifact.
 
-    ``precision=None`` uses each format's default (fp16 for Core ML, fp32 otherwise). The default rewrite
-    pipeline runs first unless ``rewrite=False``; ``passes`` picks passes. An artifact whose inputs
-    (weights, options, passes, tool versions) are unchanged is reused unless ``force``. With
-    ``keep_going`` a failing format is reported through ``on_error`` and the others still run.
+    ``precision=None`` uses each format's default (fp16 for Core ML, fp32 otherwise). Each format's rewrite
+    pipeline runs first unless ``rewrite=False``; ``passes`` names the passes instead. An artifact whose
+    inputs (weights, input shapes, options, passes, tool versions, code) are unchanged is reused unless
+    ``force``. ``keep_mismatch`` keeps an artifact that failed its parity check; ``allow_mismatch`` loads a
+    checkpoint's matching keys only. With ``keep_going`` a failing format is reported through ``on_error``
+    and the others still run.
     """
-    formats = parse_formats(to)
-    loaded = _load(model, resolution, checkpoint)
+    names = formats.parse(to)
     if passes is not None and isinstance(passes, str):
         passes = [p.strip() for p in passes.split(",") if p.strip()]
-    requested = _pipeline()[1](passes) if rewrite else []
-    rw = _Rewrite(loaded=loaded, enabled=rewrite, passes=list(passes) if passes is not None else None,
-                  requested=list(requested))
+    if passes is not None and not rewrite:
+        raise BadOptionError("passes and rewrite=False contradict each other (--passes with --no-rewrite); give one")
+    if resolution is not None and not 1 <= int(resolution) <= 8192:
+        raise BadOptionError(f"resolution {resolution} is not an input size; give 1..8192 (e.g. 224)")
+    base = ExportOptions(precision=resolve_precision(names[0], precision), verify_inputs=verify_inputs,
+                         coreml_target=coreml_target, coreml_image_input=coreml_image_input,
+                         keep_mismatch=keep_mismatch, verbose=verbose)
+    taken = {o for n in names for o in formats.get(n).own_options}
+    stray = sorted(base.given() - taken)
+    if stray:
+        flags = ", ".join("--" + s.replace("_", "-") for s in stray)
+        raise BadOptionError(f"{flags} only applies to {formats.title('coreml')}; add --to coreml or leave it out")
+    options = {n: dataclasses.replace(base, precision=resolve_precision(n, precision)) for n in names}
+    for n in names:
+        formats.get(n).check(options[n])
+    if rewrite:
+        from hybridexport.rewrite.pipeline import resolve_passes
+
+        for n in names:
+            resolve_passes(passes, target=n)  # unknown pass names fail here, before anything is built
+    loaded = _load(model, resolution, checkpoint, allow_mismatch)
+    rw = _Rewrites(loaded=loaded, enabled=rewrite, passes=list(passes) if passes is not None else None)
     common = {
         "model": loaded.name,
         "resolution": loaded.resolution,
+        "input_shapes": [list(s) for s in loaded.input_shapes],
         "weights_sha256": loaded.weights_sha256(),
-        "passes_requested": rw.requested,
         "versions": tool_versions(),
         "exporter_revision": EXPORTER_REVISION,
         "code": code_fingerprint(),
     }
     manifests: list[Manifest] = []
-    for fmt in formats:
+    for n in names:
         try:
-            opts = ExportOptions(
-                precision=resolve_precision(fmt, precision),
-                verify_inputs=verify_inputs,
-                coreml_target=coreml_target,
-                coreml_image_input=coreml_image_input,
-                allow_mismatch=allow_mismatch,
-                verbose=verbose,
-            )
-            opts.check_for(fmt)
-            man = _convert_one(fmt, loaded, rw, opts, Path(out), common, force)
+            man = _convert_one(formats.get(n), loaded, rw, options[n], Path(out), common, force)
         except HybridExportError as exc:
             if not keep_going:
                 raise
             if on_error is not None:
-                on_error(fmt, exc)
+                on_error(n, exc)
             continue
         manifests.append(man)
         if on_result is not None:
@@ -147,58 +152,52 @@ def convert(
     return manifests
 
 
-def _load(model: str | LoadedModel, resolution: int | None, checkpoint: str | Path | None) -> LoadedModel:
+def _load(model: str | LoadedModel, resolution: int | None, checkpoint: str | Path | None,
+          allow_mismatch: bool) -> LoadedModel:
     from hybridexport.zoo import LoadedModel, build_model
 
     if isinstance(model, LoadedModel):
         if checkpoint is not None:
             raise ConversionError("pass either a built LoadedModel or a checkpoint, not both")
         if resolution is not None and int(resolution) != model.resolution:
-            return dataclasses.replace(model, resolution=int(resolution))
+            return dataclasses.replace(model, resolution=int(resolution), input_shapes=[])
         return model
-    return build_model(model, checkpoint=checkpoint, resolution=resolution)
+    return build_model(model, checkpoint=checkpoint, resolution=resolution, strict=not allow_mismatch)
 
 
-def _convert_one(
-    fmt: str,
-    loaded: LoadedModel,
-    rw: _Rewrite,
-    opts: ExportOptions,
-    out: Path,
-    common: dict[str, Any],
-    force: bool,
-) -> Manifest:
-    path = artifact_path(out, loaded.name, fmt, opts.precision).absolute()
-    key = cache_key({**common, "format": fmt, "options": opts.key_fields(fmt)})
+def _convert_one(fmt: Format, loaded: LoadedModel, rw: _Rewrites, opts: ExportOptions, out: Path,
+                 common: dict[str, Any], force: bool) -> Manifest:
+    path = artifact_path(out, loaded.name, fmt.name, opts.precision, loaded.input_shapes).absolute()
+    requested = rw.names(fmt.name)
+    key = cache_key({**common, "format": fmt.name, "passes_requested": requested, "options": opts.key_fields(fmt.name)})
     if not force:
-        cached = reusable(path, key, allow_mismatch=opts.allow_mismatch)
+        cached = reusable(path, key, keep_mismatch=opts.keep_mismatch)
         if cached is not None:
             cached.extra["reused"] = True
-            cached.path = str(path)  # where it is now, should the output folder have moved
             return cached
 
     from hybridexport.export.verify import reference_outputs, verification_inputs
 
-    fmod = format_module(fmt)
-    title = FORMAT_TITLES[fmt]
-    example = loaded.example_input()
-    with converter_output(opts.verbose, f"{loaded.name} → {title} {opts.precision}: converting and verifying"):
-        module = rw.run(example)
+    examples = loaded.example_inputs()
+    shapes = [list(s) for s in loaded.input_shapes]
+    with converter_output(opts.verbose, f"{loaded.name} → {fmt.title} {opts.precision}: converting and verifying"):
+        module, report, rewrite_seconds = rw.run(fmt.name)
         t0 = time.perf_counter()
-        hook = getattr(fmod, "reference_inputs", None)
-        inputs = (hook(opts, list(loaded.input_shape), opts.verify_inputs) if hook else None) or (
-            verification_inputs(loaded.input_shape, opts.verify_inputs)
-        )
+        inputs = fmt.reference_inputs(opts, shapes, opts.verify_inputs) or verification_inputs(shapes, opts.verify_inputs)
         reference = reference_outputs(loaded.module, inputs)  # the unrewritten fp32 model is the reference
+        rewritten = bool(report and report.get("applied"))
         with atomic_path(path) as tmp:
             try:
-                built = fmod.build(module, example, tmp, opts)
+                built = fmt.convert(module, examples, tmp, opts)
             except Exception as exc:
-                raise converter_failure(fmt, loaded.name, exc, module, example) from exc
+                raise converter_failure(fmt.name, loaded.name, exc, module, examples,
+                                        fmt.failure_hints(opts, rewritten)) from exc
             t_verify = time.perf_counter()
-            parity = _verify(fmt, fmod, tmp, inputs, reference, opts, loaded.name, module, example)
+            parity = _verify(fmt, tmp, inputs, reference, opts, loaded.name, module, examples, rewritten)
             verify_seconds = time.perf_counter() - t_verify
             sha, size = sha256_path(tmp), size_bytes(tmp)
+            built.table.artifact_sha256 = sha
+            built.table.save(op_table_path(tmp))
             manifest_path(path).unlink(missing_ok=True)  # the old manifest must not describe the new file
     seconds = time.perf_counter() - t0
     extra: dict[str, Any] = {
@@ -207,33 +206,24 @@ def _convert_one(
         "parity_ok": None if not parity.n_inputs else parity.verified,
         "converter_seconds": round(built.converter_seconds, 3),
         "verify_seconds": round(verify_seconds, 3),
-        "rewrite_seconds": round(rw.seconds, 3),
-        "options": opts.key_fields(fmt),
+        "rewrite_seconds": round(rewrite_seconds, 3),
+        "options": opts.key_fields(fmt.name),
         "weights_sha256": common["weights_sha256"],
         "checkpoint": loaded.checkpoint,
         "checkpoint_resized": loaded.load_report.get("resized", []),
-        "input_shape": list(loaded.input_shape),
-        "rewrite": rw.report,
+        "passes_requested": requested,
+        "rewrite": report,
         "workarounds": [],
+        "module_mapping": built.table.module_mapping,
         "exporter_revision": EXPORTER_REVISION,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     extra.update(built.extra)
     man = Manifest(
-        model=loaded.name,
-        resolution=loaded.resolution,
-        format=fmt,
-        precision=opts.precision,
-        path=str(path),
-        size_bytes=size,
-        sha256=sha,
-        versions=common["versions"],
-        passes=list(rw.applied),
-        parity=parity,
-        ops=built.ops,
-        rank5_tensors=built.rank5_tensors,
-        seconds=round(seconds, 3),
-        extra=extra,
+        model=loaded.name, resolution=loaded.resolution, format=fmt.name, precision=opts.precision, path=str(path),
+        size_bytes=size, sha256=sha, versions=common["versions"], passes=list(report["applied"]) if report else [],
+        parity=parity, ops=built.table.histogram(), rank5_tensors=built.table.rank5_tensors(),
+        seconds=round(seconds, 3), input_shapes=shapes, op_table=op_table_path(path).name, extra=extra,
     )
     try:
         write_json(manifest_path(path), man.to_dict())
@@ -243,39 +233,33 @@ def _convert_one(
     return man
 
 
-def _verify(
-    fmt: str,
-    fmod: Any,
-    artifact: Path,
-    inputs: list[torch.Tensor],
-    reference: list[Any],
-    opts: ExportOptions,
-    model_name: str,
-    module: nn.Module,
-    example: torch.Tensor,
-) -> Parity:
+def _verify(fmt: Format, artifact: Path, inputs: list[list[Any]], reference: list[Any], opts: ExportOptions,
+            model_name: str, module: nn.Module, examples: tuple[Any, ...], rewritten: bool) -> Parity:
     from hybridexport.export.verify import compare
 
     if opts.verify_inputs == 0:
         return Parity(verified=False, tolerance=opts.tolerance, reason="not verified: --verify-inputs 0")
     try:
-        actual = fmod.run(artifact, [x.numpy() for x in inputs])
+        actual = fmt.run(artifact, [[x.numpy() for x in xs] for xs in inputs])
     except NotRunnableHere as why:
         return Parity(verified=False, tolerance=opts.tolerance, reason=str(why))
     except Exception as exc:
-        raise converter_failure(fmt, model_name, exc, module, example) from exc
+        raise converter_failure(fmt.name, model_name, exc, module, examples,
+                                fmt.failure_hints(opts, rewritten)) from exc
     parity = compare(reference, actual, opts.tolerance)
+    parity.method = fmt.method(opts)
     if parity.verified:
         return parity
-    title = FORMAT_TITLES[fmt]
-    if not opts.allow_mismatch:
+    if not opts.keep_mismatch:
+        tries = ["--keep-mismatch to keep it"]
+        tries += ["--no-rewrite"] if rewritten else []
+        tries += ["--precision fp32"] if opts.precision != "fp32" else []
         raise ConversionError(
-            f"{title} {opts.precision} artifact of {model_name} does not match PyTorch: rel L2 error "
+            f"{fmt.title} {opts.precision} artifact of {model_name} does not match PyTorch: rel L2 error "
             f"{parity.rel_l2_err:.2e} > tolerance {opts.tolerance:g}, top-1 agreement "
-            f"{parity.top1_agreement:.0%}; nothing was written. Re-run with --allow-mismatch to keep it, "
-            f"or try --no-rewrite / --precision fp32"
+            f"{parity.top1_agreement:.0%}; nothing was written. Re-run with {', or '.join(tries)}"
         )
-    parity.reason += " (kept with --allow-mismatch)"
+    parity.reason += " (kept with --keep-mismatch)"
     return parity
 
 

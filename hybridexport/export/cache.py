@@ -39,18 +39,19 @@ def tool_versions() -> dict[str, str]:
     return out
 
 
-#: Packages whose source shapes the exported graph (model code, rewrites, exporters): hashed into the key.
+#: Source that shapes what convert writes (model code, rewrites, exporters, op tables): hashed into the key.
 CODE_PACKAGES = ("zoo", "rewrite", "export")
+CODE_MODULES = ("modpath.py", "opkinds.py", "optable.py", "analyze/ane_rules.py")
 
 
 def code_fingerprint() -> str:
-    """Hash of this project's model, rewrite and export source files (a code change rebuilds artifacts)."""
+    """Hash of this project's model, rewrite, export and op-table source files (a change rebuilds artifacts)."""
     root = Path(__file__).resolve().parents[1]
+    files = [f for pkg in CODE_PACKAGES for f in sorted((root / pkg).rglob("*.py"))] + [root / m for m in CODE_MODULES]
     h = hashlib.sha256()
-    for pkg in CODE_PACKAGES:
-        for f in sorted((root / pkg).rglob("*.py")):
-            h.update(f.relative_to(root).as_posix().encode())
-            h.update(f.read_bytes())
+    for f in files:
+        h.update(f.relative_to(root).as_posix().encode())
+        h.update(f.read_bytes())
     return h.hexdigest()
 
 
@@ -88,23 +89,25 @@ def cache_key(fields: dict[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
-def reusable(artifact: Path, key: str, *, allow_mismatch: bool) -> Manifest | None:
+def reusable(artifact: Path, key: str, *, keep_mismatch: bool) -> Manifest | None:
     """The manifest of an up-to-date artifact at ``artifact`` built with ``key``, else None.
 
-    Up to date means: the manifest exists and carries ``key``, the artifact exists and still hashes to the
-    recorded sha256, and its parity was acceptable (or mismatches are allowed now too).
+    Up to date means: the manifest exists and carries ``key``, the artifact still has the recorded size and
+    sha256, its op table is beside it, and its parity was acceptable (or mismatches are kept now too).
     """
     mpath = manifest_path(artifact)
     if not (mpath.exists() and artifact.exists()):
         return None
     try:
         man = Manifest.load(mpath)
+        man.check_artifact()
     except InputFileError:
         return None
     if man.extra.get("cache_key") != key:
         return None
-    if man.extra.get("parity_ok") is False and not allow_mismatch:
+    if man.extra.get("parity_ok") is False and not keep_mismatch:
         return None
-    if sha256_path(artifact) != man.sha256:
+    table = man.op_table_path()
+    if table is None or not table.exists():
         return None
     return man

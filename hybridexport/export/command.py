@@ -8,30 +8,37 @@ import json
 HELP = "export a model to Core ML / TFLite / ONNX / ExecuTorch (verified against PyTorch, with a manifest)"
 
 
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from hybridexport.cliargs import ranged
+    from hybridexport.export.formats import NAMES
+    from hybridexport.export.formats.coreml import TARGETS
+    from hybridexport.export.options import PRECISIONS, TOLERANCE
+
     parser.add_argument("model", help="model name (see `hybridexport list`), e.g. mobilevit-xxs or timm:resnet18")
     parser.add_argument(
         "--to", default="onnx", metavar="FORMAT",
-        help="coreml | tflite | onnx | executorch | all, or a comma list (default: onnx)",
+        help=f"{' | '.join(NAMES)} | all, or a comma list (default: onnx)",
     )
     parser.add_argument("--out", default=None, metavar="DIR", help="output folder (default: hybridexport-out)")
     parser.add_argument(
-        "--precision", choices=("fp32", "fp16", "int8"), default=None,
+        "--precision", choices=PRECISIONS, default=None,
         help="default: fp16 for coreml (the published iPhone protocol), fp32 for the others; "
         "int8 = post-training quantization with each toolchain",
     )
-    parser.add_argument("--resolution", type=int, default=None, metavar="N", help="input size N×N (default: model's)")
+    parser.add_argument("--resolution", type=ranged(1, 8192), default=None, metavar="N",
+                        help="input size N×N (default: model's)")
     parser.add_argument("--checkpoint", default=None, metavar="PATH", help="local weights (.pth/.pt/.safetensors)")
     parser.add_argument("--allow-mismatch", action="store_true",
-                        help="keep an artifact whose outputs exceed the parity tolerance "
-                        "(relative L2 vs PyTorch fp32: fp32 1e-4, fp16 1e-2, int8 0.1)")
+                        help="load only the checkpoint keys that fit the model (how many is reported; none is an error)")
+    tol = ", ".join(f"{p} {t:g}" for p, t in TOLERANCE.items())
+    parser.add_argument("--keep-mismatch", action="store_true",
+                        help=f"keep an artifact whose outputs exceed the parity tolerance (relative L2 vs PyTorch fp32: {tol})")
     parser.add_argument("--force", action="store_true", help="rebuild even if an up-to-date artifact exists")
     parser.add_argument("--no-rewrite", action="store_true", help="export the reference model unchanged")
     parser.add_argument("--passes", default=None, metavar="a,b", help="rewrite passes to apply (default pipeline)")
-    parser.add_argument("--verify-inputs", type=int, default=4, metavar="N",
+    parser.add_argument("--verify-inputs", type=ranged(0, 64), default=4, metavar="N",
                         help="seeded random inputs for the parity check (default 4; 0 skips it)")
-    parser.add_argument("--coreml-target", choices=("iOS15", "iOS16", "iOS17", "iOS18"), default=None,
+    parser.add_argument("--coreml-target", choices=TARGETS, default=None,
                         help="Core ML minimum deployment target (default iOS15; iOS16 for int8)")
     parser.add_argument("--coreml-image-input", action="store_true",
                         help="Core ML input as an RGB image (pixels 0..255, ImageNet normalisation built in)")
@@ -39,19 +46,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hybridexport.cliargs import writable_dir
     from hybridexport.console import console
     from hybridexport.errors import HybridExportError
     from hybridexport.export.api import convert
-    from hybridexport.export.diagnose import FORMAT_TITLES
+    from hybridexport.export.formats import parse, title
     from hybridexport.export.manifest import DEFAULT_OUT, Manifest
-    from hybridexport.export.options import parse_formats
     from hybridexport.export.summary import artifact_line, summary_table
 
-    if args.no_rewrite and args.passes:
-        from hybridexport.export.options import BadOptionError
-
-        raise BadOptionError("--passes and --no-rewrite contradict each other; give one of them")
-    formats = parse_formats(args.to)
+    formats = parse(args.to)
+    out = writable_dir(args.out or DEFAULT_OUT)
     failures: list[tuple[str, str, str]] = []
 
     def on_result(m: Manifest) -> None:
@@ -61,12 +65,12 @@ def run(args: argparse.Namespace) -> int:
     def on_error(fmt: str, exc: HybridExportError) -> None:
         failures.append((args.model, fmt, str(exc)))
         if not args.json:
-            console.print(f"[red]✗[/] {FORMAT_TITLES.get(fmt, fmt)}: {exc}", highlight=False, soft_wrap=True)
+            console.print(f"[red]✗[/] {title(fmt)}: {exc}", highlight=False, soft_wrap=True)
 
     manifests = convert(
         args.model,
         to=formats,
-        out=args.out or DEFAULT_OUT,
+        out=out,
         precision=args.precision,
         resolution=args.resolution,
         checkpoint=args.checkpoint,
@@ -75,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         passes=args.passes,
         verbose=bool(getattr(args, "verbose", False)),
         allow_mismatch=args.allow_mismatch,
+        keep_mismatch=args.keep_mismatch,
         verify_inputs=args.verify_inputs,
         coreml_target=args.coreml_target,
         coreml_image_input=args.coreml_image_input,

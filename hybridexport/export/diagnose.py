@@ -18,8 +18,6 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-FORMAT_TITLES = {"coreml": "Core ML", "tflite": "TFLite", "onnx": "ONNX", "executorch": "ExecuTorch"}
-
 # Messages that mean "this op has no translation in this format", one pattern per converter; group 1 = op.
 _UNSUPPORTED_PATTERNS = (
     r"No ONNX function found for <OpOverload\(op='([\w.]+)'",  # torch.onnx dynamo exporter
@@ -32,13 +30,6 @@ _UNSUPPORTED_PATTERNS = (
 )
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-_HINTS = {
-    "coreml": "try --precision fp32 or --coreml-target iOS17, or export --to onnx",
-    "tflite": "try --no-rewrite, or export --to onnx",
-    "onnx": "try --no-rewrite",
-    "executorch": "try --no-rewrite or --precision fp32",
-}
 
 
 def exception_chain(exc: BaseException) -> list[BaseException]:
@@ -73,14 +64,17 @@ def op_base_name(op: str) -> str:
     return parts[0] if parts else op
 
 
-def locate_op(module: nn.Module, example: torch.Tensor, op: str) -> tuple[str, str] | None:
+def locate_op(module: nn.Module, examples: tuple[torch.Tensor, ...], op: str) -> tuple[str, str] | None:
     """(module path, class name) of the first node computing ``op`` in the ``torch.export`` graph, or None."""
     import torch
+
+    from hybridexport import modpath
 
     wanted = {op_base_name(op)}
     wanted |= {w.removeprefix("special_").removeprefix("linalg_") for w in wanted}
     try:
-        ep = torch.export.export(module, (example,), strict=False)
+        with torch.no_grad():
+            ep = torch.export.export(module, tuple(examples), strict=False)
     except Exception:
         return None
     programs = [ep]
@@ -92,19 +86,9 @@ def locate_op(module: nn.Module, example: torch.Tensor, op: str) -> tuple[str, s
                 continue
             base = op_base_name(str(node.target))
             if base in wanted or base.removeprefix("_") in wanted or base.removesuffix("_ex") in wanted:
-                return module_of(node)
+                stack = node.meta.get("nn_module_stack")
+                return modpath.from_module_stack(stack) or modpath.ROOT, modpath.class_of_stack(stack)
     return None
-
-
-def module_of(node: torch.fx.Node) -> tuple[str, str]:
-    """(path, class name) of the innermost ``nn.Module`` a ``torch.export`` node came from (root → '')."""
-    stack = node.meta.get("nn_module_stack") or {}
-    if not stack:
-        return "", ""
-    path, cls = list(stack.values())[-1]
-    path = re.sub(r"^L\['self'\]\.?", "", str(path))
-    cls_name = cls.__name__ if isinstance(cls, type) else str(cls).rsplit(".", 1)[-1]
-    return path, cls_name
 
 
 def one_line(exc: BaseException, limit: int = 220) -> str:
@@ -121,25 +105,30 @@ def one_line(exc: BaseException, limit: int = 220) -> str:
 
 
 def converter_failure(
-    fmt: str, model_name: str, exc: BaseException, module: nn.Module | None, example: torch.Tensor | None
+    fmt: str, model_name: str, exc: BaseException, module: nn.Module | None,
+    examples: tuple[torch.Tensor, ...] | None, hints: list[str] | None = None,
 ) -> HybridExportError:
-    """The user-facing error for a converter exception (raise it ``from exc``)."""
+    """The user-facing error for a converter exception (raise it ``from exc``); ``hints`` are the options
+    that may help (the format's, leaving out what was already given)."""
+    from hybridexport.export.formats import title as format_title
+
     if isinstance(exc, HybridExportError):
         return exc
-    title = FORMAT_TITLES.get(fmt, fmt)
+    title = format_title(fmt)
     op = unsupported_op_name(exc)
     if op is not None:
-        where = locate_op(module, example, op) if module is not None and example is not None else None
+        where = locate_op(module, examples, op) if module is not None and examples is not None else None
         if where is not None:
             path, cls = where
-            origin = f"module '{path or '<root>'}' ({cls})" if cls else f"module '{path or '<root>'}'"
+            origin = f"module '{path}' ({cls})" if cls else f"module '{path}'"
         else:
             origin = "an unknown module"
         return UnsupportedOpError(
             f"{title} cannot express op '{op_base_name(op)}' ({op}) used by {origin} of {model_name}; "
             f"replace that module with supported ops, or export to another format"
         )
+    hint = f"try {' or '.join(hints)}; " if hints else ""
     return ConversionError(
-        f"{title} conversion of {model_name} failed: {one_line(exc)}; {_HINTS.get(fmt, 'see --verbose')} "
-        f"(re-run with --verbose for the converter's full trace)"
+        f"{title} conversion of {model_name} failed: {one_line(exc)}; {hint}re-run with --verbose for the "
+        "converter's full trace"
     )

@@ -1,6 +1,10 @@
-"""The artifact manifest: ``<artifact>.json`` beside every exported file.
+"""The artifact manifest: ``<artifact>.json`` beside every exported file, and the artifact's identity.
 
-Minimal contract shared with the bench stage; the export stage owns and may extend it.
+An artifact is named by its model, input shapes, precision and format
+(``<out>/<model>/<model>.<shape tag>.<precision><suffix>``), so two input sizes never overwrite each
+other. The manifest stores the artifact's file name relative to itself; :meth:`Manifest.load` resolves it
+beside the manifest (a copied output folder describes its own files), and :meth:`Manifest.check_artifact`
+verifies size and sha256 before anything uses the file.
 """
 
 from __future__ import annotations
@@ -12,8 +16,8 @@ from typing import Any
 from hybridexport.errors import InputFileError
 from hybridexport.jsonfile import read_json
 
-FORMATS = ("coreml", "tflite", "onnx", "executorch")
-EXTENSIONS = {"coreml": ".mlpackage", "tflite": ".tflite", "onnx": ".onnx", "executorch": ".pte"}
+DEFAULT_OUT = Path("hybridexport-out")
+MANIFEST_VERSION = 2
 
 
 @dataclass
@@ -27,6 +31,7 @@ class Parity:
     n_inputs: int = 0
     tolerance: float | None = None
     reason: str = ""
+    method: str = ""  # what ran the artifact ("onnxruntime (CPUExecutionProvider)", ...)
 
 
 @dataclass
@@ -35,7 +40,7 @@ class Manifest:
     resolution: int
     format: str
     precision: str
-    path: str
+    path: str  # the artifact, resolved beside the manifest when loaded (stored as a name relative to it)
     size_bytes: int
     sha256: str
     versions: dict[str, str]
@@ -44,15 +49,27 @@ class Manifest:
     ops: dict[str, int]
     rank5_tensors: int
     seconds: float
+    input_shapes: list[list[int]] = field(default_factory=list)
+    op_table: str = ""  # file name of the op table, beside the artifact
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def shape_tag(self) -> str:
+        return shape_tag(self.input_shapes)
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["path"] = Path(self.path).name
+        return {"manifest_version": MANIFEST_VERSION, **d}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "<dict>") -> Manifest:
+        if d.get("manifest_version") != MANIFEST_VERSION:
+            raise InputFileError(f"{source}: manifest version {d.get('manifest_version')!r} is not "
+                                 f"{MANIFEST_VERSION} (written by another hybridexport); rebuild it with "
+                                 "`hybridexport convert --force`")
         try:
-            body = dict(d)
+            body = {k: v for k, v in d.items() if k != "manifest_version"}
             body["parity"] = Parity(**body["parity"])
             known = set(cls.__dataclass_fields__)
             extra = {k: v for k, v in body.items() if k not in known}
@@ -64,7 +81,30 @@ class Manifest:
 
     @classmethod
     def load(cls, path: str | Path) -> Manifest:
-        return cls.from_dict(read_json(path, "manifest"), source=str(Path(path)))
+        p = Path(path)
+        man = cls.from_dict(read_json(p, "manifest", expect_object=True), source=str(p))
+        man.path = str(p.parent.absolute() / Path(man.path).name)
+        return man
+
+    def check_artifact(self) -> Path:
+        """The artifact's path after checking it exists with the recorded size and sha256 (one-line error)."""
+        from hybridexport.export.cache import sha256_path, size_bytes
+
+        p = Path(self.path)
+        rebuild = f"rebuild it with `hybridexport convert {self.model} --to {self.format} --force`"
+        if not p.exists():
+            raise InputFileError(f"artifact {p} named by its manifest does not exist; {rebuild}")
+        size = size_bytes(p)
+        if size != self.size_bytes:
+            raise InputFileError(f"artifact {p} is {size} bytes, its manifest says {self.size_bytes} (truncated or "
+                                 f"replaced); {rebuild}")
+        if sha256_path(p) != self.sha256:
+            raise InputFileError(f"artifact {p} does not match the sha256 in its manifest (modified after "
+                                 f"conversion); {rebuild}")
+        return p
+
+    def op_table_path(self) -> Path | None:
+        return Path(self.path).with_name(self.op_table) if self.op_table else None
 
 
 def manifest_path(artifact: str | Path) -> Path:
@@ -73,13 +113,27 @@ def manifest_path(artifact: str | Path) -> Path:
     return a.with_name(a.name + ".json")
 
 
-DEFAULT_OUT = Path("hybridexport-out")
+def shape_tag(input_shapes: list[list[int]] | list[tuple[int, ...]]) -> str:
+    """``224`` for one square image input (1, 3, 224, 224); else ``1x3x256x192`` per input, joined by ``+``."""
+    shapes = [list(s) for s in input_shapes]
+    if len(shapes) == 1 and len(shapes[0]) == 4 and shapes[0][:2] == [1, 3] and shapes[0][2] == shapes[0][3]:
+        return str(shapes[0][2])
+    return "+".join("x".join(str(d) for d in s) for s in shapes) or "noinput"
 
 
-def artifact_path(out: str | Path, model: str, fmt: str, precision: str) -> Path:
-    """Where ``convert`` writes an artifact: ``<out>/<model>/<model>.<precision><ext>``."""
-    safe = model.replace(":", "_").replace("/", "_")
-    return Path(out) / safe / f"{safe}.{precision}{EXTENSIONS[fmt]}"
+def safe_name(model: str) -> str:
+    """A model name usable as one path component (no separators, no leading dots)."""
+    out = "".join(c if c.isalnum() or c in "-_.+=" else "_" for c in model).lstrip(".")
+    return out or "model"
+
+
+def artifact_path(out: str | Path, model: str, fmt: str, precision: str,
+                  input_shapes: list[list[int]] | list[tuple[int, ...]]) -> Path:
+    """Where ``convert`` writes an artifact: ``<out>/<model>/<model>.<shape tag>.<precision><suffix>``."""
+    from hybridexport.export.formats import get
+
+    safe = safe_name(model)
+    return Path(out) / safe / get(fmt).artifact_name(f"{safe}.{shape_tag(input_shapes)}", precision)
 
 
 def find_manifests(out: str | Path = DEFAULT_OUT) -> list[Manifest]:

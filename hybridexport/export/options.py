@@ -1,56 +1,30 @@
-"""What ``convert`` can be asked for: formats, precisions, per-format defaults and parity tolerances."""
+"""What ``convert`` can be asked for: precisions, parity tolerances and the options that shape an artifact.
+
+Format facts (default precision, Core ML targets, which options a format takes) live in the format
+modules (:mod:`hybridexport.export.formats`).
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
-from hybridexport.errors import HybridExportError
-from hybridexport.export.manifest import FORMATS
+from hybridexport.export.formats import BadOptionError, get
 
 PRECISIONS = ("fp32", "fp16", "int8")
-
-#: Precision used when none is asked for. Core ML defaults to fp16: the protocol behind the published
-#: iPhone latencies (iFormer's export_coreml.py: traced model, FP16 compute, ComputeUnit.ALL, iOS15).
-DEFAULT_PRECISION: dict[str, str] = {"coreml": "fp16", "tflite": "fp32", "onnx": "fp32", "executorch": "fp32"}
 
 #: Largest relative L2 error ``||y - y_ref|| / ||y_ref||`` (worst input) accepted against fp32 PyTorch.
 TOLERANCE: dict[str, float] = {"fp32": 1e-4, "fp16": 1e-2, "int8": 0.1}
 
-COREML_TARGETS = ("iOS15", "iOS16", "iOS17", "iOS18")
-DEFAULT_COREML_TARGET = "iOS15"
-
 #: Bumped when the export code changes what it writes, so cached artifacts are rebuilt.
-EXPORTER_REVISION = 1
+EXPORTER_REVISION = 2
 
-
-class BadOptionError(HybridExportError):
-    """An export option that is not valid (unknown format, precision or Core ML target)."""
-
-
-def parse_formats(to: str | list[str] | tuple[str, ...]) -> list[str]:
-    """``"all"``, ``"onnx"``, ``"onnx,tflite"`` or a list → validated format names, in order, no repeats."""
-    items = [to] if isinstance(to, str) else list(to)
-    names: list[str] = []
-    for item in items:
-        for part in str(item).split(","):
-            part = part.strip().lower()
-            if not part:
-                continue
-            expanded = list(FORMATS) if part == "all" else [part]
-            for fmt in expanded:
-                if fmt not in FORMATS:
-                    raise BadOptionError(f"unknown format '{fmt}'; use one of: {', '.join(FORMATS)}, all")
-                if fmt not in names:
-                    names.append(fmt)
-    if not names:
-        raise BadOptionError(f"no format given; use --to with one of: {', '.join(FORMATS)}, all")
-    return names
+__all__ = ["EXPORTER_REVISION", "PRECISIONS", "TOLERANCE", "BadOptionError", "ExportOptions", "resolve_precision"]
 
 
 def resolve_precision(fmt: str, precision: str | None) -> str:
     """The precision for ``fmt``: the one asked for, else the format's default."""
-    p = (precision or DEFAULT_PRECISION[fmt]).lower()
+    p = (precision or get(fmt).default_precision).lower()
     if p not in PRECISIONS:
         raise BadOptionError(f"unknown precision '{precision}'; use one of: {', '.join(PRECISIONS)}")
     return p
@@ -58,51 +32,30 @@ def resolve_precision(fmt: str, precision: str | None) -> str:
 
 @dataclass(frozen=True)
 class ExportOptions:
-    """Options that shape one artifact (part of its cache key) plus how it is checked."""
+    """Options that shape one artifact (the format says which are part of its cache key) plus how it is checked."""
 
     precision: str
     verify_inputs: int = 4
-    coreml_target: str | None = None  # None: iOS15, or iOS16 for int8 (constexpr ops need iOS16)
+    coreml_target: str | None = None  # None: the Core ML format's default for the precision
     coreml_image_input: bool = False
-    allow_mismatch: bool = False
+    keep_mismatch: bool = False  # keep an artifact whose parity check failed
     verbose: bool = False
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise BadOptionError(f"unknown precision '{self.precision}'; use one of: {', '.join(PRECISIONS)}")
-        if self.coreml_target is not None and self.coreml_target not in COREML_TARGETS:
-            raise BadOptionError(
-                f"unknown Core ML deployment target '{self.coreml_target}'; use one of: {', '.join(COREML_TARGETS)}"
-            )
         if self.verify_inputs < 0:
             raise BadOptionError(f"--verify-inputs must be >= 0, got {self.verify_inputs}")
-
-    def check_for(self, fmt: str) -> None:
-        """Raise BadOptionError for combinations ``fmt`` cannot build."""
-        if fmt == "coreml" and self.precision == "int8" and self.coreml_target == "iOS15":
-            raise BadOptionError(
-                "Core ML int8 weights need iOS16 or later (constexpr_affine_dequantize); "
-                "use --coreml-target iOS16 or leave it out"
-            )
-
-    @property
-    def resolved_coreml_target(self) -> str:
-        """The Core ML deployment target: the one asked for, else iOS15 (iOS16 for int8)."""
-        if self.coreml_target is not None:
-            return self.coreml_target
-        return "iOS16" if self.precision == "int8" else DEFAULT_COREML_TARGET
 
     @property
     def tolerance(self) -> float:
         return TOLERANCE[self.precision]
 
+    def given(self) -> set[str]:
+        """Names of the format-specific options set away from their defaults."""
+        defaults = {f.name: f.default for f in fields(self)}
+        return {n for n in ("coreml_target", "coreml_image_input") if getattr(self, n) != defaults[n]}
+
     def key_fields(self, fmt: str) -> dict[str, Any]:
         """The options that change the artifact written for ``fmt`` (for the cache key)."""
-        d = asdict(self)
-        d.pop("verbose")
-        d.pop("allow_mismatch")
-        d["coreml_target"] = self.resolved_coreml_target
-        if fmt != "coreml":
-            d.pop("coreml_target")
-            d.pop("coreml_image_input")
-        return d
+        return get(fmt).key_options(self)

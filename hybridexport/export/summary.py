@@ -7,7 +7,7 @@ import os
 from rich import box
 from rich.table import Table
 
-from hybridexport.export.diagnose import FORMAT_TITLES
+from hybridexport.export.formats import title
 from hybridexport.export.manifest import Manifest
 
 
@@ -26,7 +26,7 @@ def parity_cell(m: Manifest) -> str:
     if p.n_inputs and p.rel_l2_err is not None:
         agree = round((p.top1_agreement or 0.0) * p.n_inputs)
         return f"{'[green]✓[/]' if p.verified else '[red]✗[/]'} {p.rel_l2_err:.1e} {agree}/{p.n_inputs}"
-    if m.format == "coreml" and "structurally" in p.reason:
+    if "structurally" in p.reason:
         return "[yellow]structural[/]"
     return "[yellow]not run[/]"
 
@@ -41,7 +41,7 @@ def short_path(path: str) -> str:
 
 def artifact_line(m: Manifest) -> str:
     how = "reused (unchanged inputs; --force rebuilds)" if m.extra.get("reused") else f"built in {m.seconds:.1f} s"
-    return f"[green]✓[/] {FORMAT_TITLES.get(m.format, m.format)} {m.precision} → {short_path(m.path)}  [dim]{how}[/]"
+    return f"[green]✓[/] {title(m.format)} {m.precision} → {short_path(m.path)}  [dim]{how}[/]"
 
 
 def summary_table(manifests: list[Manifest], failures: list[tuple[str, str, str]] | None = None) -> Table:
@@ -52,15 +52,15 @@ def summary_table(manifests: list[Manifest], failures: list[tuple[str, str, str]
     failures = failures or []
     models = list(dict.fromkeys([m.model for m in manifests] + [f[0] for f in failures]))
     several = len(models) > 1
-    title = "hybridexport convert" + ("" if several or not models else f" {models[0]}")
-    table = Table(title=title, title_justify="left", caption_justify="left", box=box.SIMPLE_HEAD,
+    heading = "hybridexport convert" + ("" if several or not models else f" {models[0]}")
+    table = Table(title=heading, title_justify="left", caption_justify="left", box=box.SIMPLE_HEAD,
                   show_edge=False, pad_edge=False, padding=(0, 1), collapse_padding=True)
     cols = (["model"] if several else []) + ["format", "prec", "size", "parity", "ops", "rank5", "time"]
     for col in cols:
         table.add_column(col, justify="right" if col in ("size", "ops", "rank5", "time") else "left", no_wrap=True)
     for m in manifests:
         cells = [
-            FORMAT_TITLES.get(m.format, m.format),
+            title(m.format),
             m.precision,
             human_size(m.size_bytes),
             parity_cell(m),
@@ -70,10 +70,11 @@ def summary_table(manifests: list[Manifest], failures: list[tuple[str, str, str]
         ]
         table.add_row(*([m.model] if several else []), *cells)
     for model, fmt, _why in failures:
-        cells = [FORMAT_TITLES.get(fmt, fmt), "", "", "[red]failed[/]", "", "", ""]
+        cells = [title(fmt), "", "", "[red]failed[/]", "", "", ""]
         table.add_row(*([model] if several else []), *cells)
     notes = ["parity: worst relative L2 error vs PyTorch, top-1 agreement"]
-    if any(m.format == "coreml" and not m.parity.n_inputs for m in manifests):
-        notes.append("structural: checked without running (Core ML runs on macOS only)")
+    reasons = list(dict.fromkeys(m.parity.reason.split(";")[0] for m in manifests if "structurally" in m.parity.reason))
+    for why in reasons:
+        notes.append(f"structural: checked without running ({why})")
     table.caption = "\n".join(notes)
     return table

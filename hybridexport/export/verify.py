@@ -22,38 +22,41 @@ if TYPE_CHECKING:
 VERIFY_SEED_BASE = 1000
 
 
-def verification_inputs(shape: Sequence[int], n: int) -> list[torch.Tensor]:
-    """``n`` fixed random inputs of ``shape`` (standard normal, seeded: identical on every run)."""
+def verification_inputs(shapes: Sequence[Sequence[int]], n: int) -> list[list[torch.Tensor]]:
+    """``n`` fixed input sets, one tensor per shape (standard normal, seeded: identical on every run)."""
     import torch
 
     out = []
     for i in range(n):
         g = torch.Generator().manual_seed(VERIFY_SEED_BASE + i)
-        out.append(torch.randn(*shape, generator=g))
+        out.append([torch.randn(*shape, generator=g) for shape in shapes])
     return out
 
 
 def flatten_outputs(y: object) -> list[np.ndarray]:
-    """A model output (tensor, tuple/list/dict of tensors, numpy arrays) → list of float32 numpy arrays."""
+    """A model output (tensor, or a tuple/list/dict of them) → float32 numpy arrays, in ``torch.utils._pytree``
+    leaf order (the order the exporters give the artifact's outputs)."""
     import torch
+    from torch.utils._pytree import tree_leaves
 
-    if isinstance(y, torch.Tensor):
-        return [y.detach().float().cpu().numpy()]
-    if isinstance(y, np.ndarray):
-        return [y.astype(np.float32, copy=False)]
-    if isinstance(y, dict):
-        return [a for v in y.values() for a in flatten_outputs(v)]
-    if isinstance(y, (list, tuple)):
-        return [a for v in y for a in flatten_outputs(v)]
-    raise TypeError(f"cannot compare model output of type {type(y).__name__}")
+    leaves = [y] if isinstance(y, np.ndarray) else tree_leaves(y)
+    out = []
+    for a in leaves:
+        if isinstance(a, torch.Tensor):
+            out.append(a.detach().float().cpu().numpy())
+        elif isinstance(a, np.ndarray):
+            out.append(a.astype(np.float32, copy=False))
+        elif a is not None:
+            raise TypeError(f"cannot compare model output of type {type(a).__name__}")
+    return out
 
 
-def reference_outputs(module: nn.Module, inputs: Sequence[torch.Tensor]) -> list[list[np.ndarray]]:
-    """PyTorch eager outputs of ``module`` on each input (no grad)."""
+def reference_outputs(module: nn.Module, input_sets: Sequence[Sequence[torch.Tensor]]) -> list[list[np.ndarray]]:
+    """PyTorch eager outputs of ``module`` on each input set (no grad)."""
     import torch
 
     with torch.no_grad():
-        return [flatten_outputs(module(x)) for x in inputs]
+        return [flatten_outputs(module(*xs)) for xs in input_sets]
 
 
 def compare(

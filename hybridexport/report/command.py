@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from hybridexport.errors import InputFileError
@@ -14,6 +15,8 @@ _BY_SUFFIX = {".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from hybridexport.cliargs import ranged
+
     parser.add_argument("base", metavar="BASE", help="baseline: a profile JSON (bench --json) or suite results JSON")
     parser.add_argument("new", metavar="NEW", help="the run to judge, same kind of file as BASE")
     parser.add_argument("--threshold", default="5%",
@@ -30,13 +33,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="FILE", action="append", default=None,
                         help="write the report here (repeatable: .md .html .xml=junit .json .txt, or *.node_data.json"
                              " / a directory for model-explorer)")
-    parser.add_argument("--top", type=int, default=5, help="regressed layers to list per entry (default 5)")
+    parser.add_argument("--top", type=ranged(0, 10000), default=5, help="regressed layers to list per entry (default 5)")
     parser.add_argument("--overlay", choices=("latency", "delta"), default="latency",
                         help="model-explorer: new per-node latency heat map, or per-layer change vs base")
     parser.add_argument("--graph-id", default=None,
                         help="model-explorer: key the overlay by this graph id (ONNX: main_graph); default: the open graph")
     parser.add_argument("--graph", metavar="MODEL.onnx", default=None,
                         help="model-explorer: the exported ONNX the overlay is for (maps onnxruntime's node names to its ids)")
+    parser.add_argument("--allow-different", action="store_true",
+                        help="compare two lone profiles of different models or input shapes (two designs, e.g. an "
+                             "ablation); from different devices or formats the verdict is informational")
     parser.add_argument("--fail-on-missing", action="store_true",
                         help="exit 1 also when a model × device × format in BASE is missing or failed in NEW")
 
@@ -98,16 +104,18 @@ def _write(out: str, content: str | dict[str, str]) -> list[Path]:
 
 def run(args: argparse.Namespace) -> int:
     from hybridexport.console import console, err_console
-    from hybridexport.report.compare import compare, parse_threshold
+    from hybridexport.report.compare import compare
 
     threshold = parse_threshold(args.threshold)
     measured = parse_threshold(args.measured_threshold) if args.measured_threshold is not None else None
-    if args.top < 0:
-        raise InputFileError("--top must be 0 or more")
     outs = args.out or []
     plan = [(out, _format_for(out, args.format, len(outs))) for out in outs]  # validate before any work
+    from hybridexport.cliargs import writable_dir, writable_file
+
+    for out, fmt in plan:
+        (writable_dir if fmt == "model-explorer" and not out.endswith(".json") else writable_file)(out, "--out")
     cmp = compare(args.base, args.new, threshold=threshold, measured_threshold=measured, confidence=args.confidence,
-                  statistic=args.statistic)
+                  statistic=args.statistic, allow_different=args.allow_different)
     if not outs:
         fmt = args.format or "text"
         if fmt == "text":
@@ -129,3 +137,20 @@ def run(args: argparse.Namespace) -> int:
             for path in _write(out, render(cmp, fmt, args)):
                 err_console.print(f"wrote {path} ({fmt})", highlight=False)
     return cmp.exit_code(fail_on_missing=args.fail_on_missing)
+
+
+def parse_threshold(text: str) -> float:
+    """``5%`` → 0.05, ``0.05`` → 0.05; a bare number ≥ 1 is ambiguous and refused."""
+    s = str(text).strip()
+    try:
+        if s.endswith("%"):
+            value = float(s[:-1]) / 100.0
+        else:
+            value = float(s)
+            if value >= 1:
+                raise InputFileError(f"threshold '{text}' is ambiguous; write it as a percent ('{s}%') or a fraction")
+    except ValueError:
+        raise InputFileError(f"threshold '{text}' is not a number; write e.g. 5% or 0.05") from None
+    if not (0 <= value < 10) or not math.isfinite(value):
+        raise InputFileError(f"threshold '{text}' is out of range; write e.g. 5% or 0.05")
+    return value

@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import math
 
-from hybridexport.report.compare import Comparison, Entry, LayerDelta
+from hybridexport.report.comparison import Comparison, Entry, LayerDelta
 from hybridexport.report.text import fmt_ci, fmt_ms, fmt_pct, headline, how, units_text
 
 CHART_LAYERS = 25  # layers per chart (the slowest, by max of base and new)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from hybridexport.report.compare import Comparison
+from hybridexport.report.comparison import Comparison
 from hybridexport.report.text import fmt_ci, fmt_ms, fmt_pct, how
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hybridexport.report.compare import Comparison, Entry
+from hybridexport.report.comparison import Comparison, Entry
 from hybridexport.report.text import fmt_ci, fmt_ms, fmt_pct, headline, how, units_text
 
 ICON = {"regression": "🔴", "improvement": "🟢", "unchanged": "⚪"}

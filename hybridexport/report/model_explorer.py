@@ -23,7 +23,8 @@ from typing import Any
 
 from hybridexport.bench.profile import Profile
 from hybridexport.errors import InputFileError
-from hybridexport.report.compare import Comparison, Entry, _layer_key
+from hybridexport.report.comparison import Comparison, Entry
+from hybridexport.report.layers import layer_key
 
 # onnxruntime renames nodes it rewrites (NCHWc layout, fusions); the exported graph Model Explorer shows
 # keeps the original names
@@ -102,7 +103,7 @@ def delta_node_data(entry: Entry, graph: GraphIndex | None = None) -> dict[str, 
     pct = 100.0 * entry.threshold
     results: dict[str, dict[str, Any]] = {}
     for row in entry.new.layers:
-        layer = by_module.get(_layer_key(row))
+        layer = by_module.get(layer_key(row))
         if not row.name or layer is None:
             continue
         key = node_id(entry.new, row.name, graph)

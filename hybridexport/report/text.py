@@ -8,7 +8,7 @@ import math
 from rich.console import Console
 from rich.table import Table
 
-from hybridexport.report.compare import Comparison, Entry
+from hybridexport.report.comparison import Comparison, Entry
 
 VERDICT_STYLE = {"regression": "bold red", "improvement": "green", "unchanged": "dim"}
 

@@ -23,25 +23,37 @@ class LoadedModel:
 
     spec: ModelSpec
     module: nn.Module
-    resolution: int
+    resolution: int  # the square image size (0 when the inputs are not one square image)
     checkpoint: str | None = None
     load_report: dict[str, list[str]] = field(default_factory=dict)
+    #: one shape per forward() argument; default: one (1, 3, resolution, resolution) image
+    input_shapes: list[tuple[int, ...]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.input_shapes:
+            self.input_shapes = [(1, 3, self.resolution, self.resolution)]
+        self.input_shapes = [tuple(int(d) for d in s) for s in self.input_shapes]
 
     @property
     def name(self) -> str:
         return self.spec.name
 
     @property
-    def input_shape(self) -> tuple[int, int, int, int]:
-        return (1, 3, self.resolution, self.resolution)
+    def input_shape(self) -> tuple[int, ...]:
+        """The first input's shape."""
+        return self.input_shapes[0]
 
-    def example_input(self, batch: int = 1, seed: int = 0, dtype: torch.dtype | None = None) -> torch.Tensor:
-        """A fixed random input (seeded), shape (batch, 3, R, R), float32 unless ``dtype`` is given."""
+    def example_inputs(self, seed: int = 0, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, ...]:
+        """Fixed random inputs (standard normal, seeded: identical on every run), float32 unless ``dtype``."""
         import torch
 
         g = torch.Generator().manual_seed(seed)
-        x = torch.randn(batch, 3, self.resolution, self.resolution, generator=g)
-        return x if dtype is None else x.to(dtype)
+        xs = tuple(torch.randn(*s, generator=g) for s in self.input_shapes)
+        return xs if dtype is None else tuple(x.to(dtype) for x in xs)
+
+    def example_input(self, seed: int = 0, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The first of :meth:`example_inputs`."""
+        return self.example_inputs(seed, dtype)[0]
 
     def weights_sha256(self) -> str:
         """Hash of every parameter and buffer: identifies the weights for artifact caching."""
@@ -104,6 +116,13 @@ def build_model(
             from hybridexport.zoo.mobileformer import rename_official_keys as rename
         report = load_into(module, checkpoint, rename=rename, strict=strict)
         module.eval()
+        skipped = len(report["missing"]) + len(report["unexpected"])
+        if skipped:
+            from hybridexport.console import err_console
+
+            err_console.print(f"note: loaded {len(report['loaded'])} of the model's keys from {checkpoint}; "
+                              f"{len(report['missing'])} missing, {len(report['unexpected'])} unexpected keys "
+                              "skipped (--allow-mismatch)", highlight=False, soft_wrap=True)
         if report.get("resized"):
             from hybridexport.console import err_console
 

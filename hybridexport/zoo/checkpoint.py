@@ -132,8 +132,13 @@ def load_into(
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
         hint = "it is probably for another architecture or variant" if shape_bad or len(missing) > len(own) // 4 else (
-            "pass --allow-mismatch (strict=False) to load the matching keys anyway"
+            "pass --allow-mismatch to load the matching keys anyway"
         )
         raise CheckpointError(f"checkpoint '{path}' does not fit {type(model).__name__}: {'; '.join(parts)}; {hint}")
-    model.load_state_dict({k: v for k, v in sd.items() if k in own}, strict=False)
+    matching = {k: v for k, v in sd.items() if k in own}
+    if not matching:
+        raise CheckpointError(f"checkpoint '{path}' shares no key with {type(model).__name__} (0 of {len(own)} "
+                              "loaded); it is for another architecture")
+    model.load_state_dict(matching, strict=False)
+    report["loaded"] = sorted(matching)
     return report

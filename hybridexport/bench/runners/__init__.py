@@ -3,7 +3,7 @@
 Contract shared by every runner (host, Android, iOS, predicted):
 
 * ``name``: registry key, e.g. ``host-onnxruntime``, ``android-adb``, ``ios-xcode``, ``predicted``.
-* ``formats``: artifact formats it can run.
+* ``formats``: artifact formats it can run (``formats_for(device)``: those it takes for one device).
 * ``availability(device)`` → ``(ok, reason)``: can it serve ``device`` on this machine right now,
   and if not, why (one line a user can act on).
 * ``run(request)`` → ``Profile``.
@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hybridexport.errors import RunnerUnavailableError
@@ -31,24 +32,53 @@ if TYPE_CHECKING:
 
 @dataclass
 class BenchRequest:
-    """What to benchmark and how."""
+    """What to benchmark and how: an artifact (with its manifest when ``convert`` made it), or a model."""
 
     device: DeviceProfile
-    manifest: Manifest | None = None  # the exported artifact (None for the PyTorch eager runner)
-    model: LoadedModel | None = None  # the source model, when available (module-path mapping, eager)
+    manifest: Manifest | None = None  # the exported artifact's manifest
+    model: LoadedModel | None = None  # the source model (the PyTorch eager runner)
     runs: int = 50
     warmup: int = 10
     threads: int = 1
     options: dict[str, Any] = field(default_factory=dict)
+    artifact: Path | None = None  # an artifact made elsewhere (no manifest)
+    _table: OpTable | None = field(default=None, repr=False)
+
+    @property
+    def label(self) -> str:
+        """The model name (``convert``'s) or, for an artifact made elsewhere, its file name."""
+        if self.manifest is not None:
+            return self.manifest.model
+        if self.model is not None:
+            return self.model.name
+        return self.artifact.name if self.artifact is not None else ""
+
+    def artifact_path(self) -> Path | None:
+        if self.manifest is not None:
+            return Path(self.manifest.path)
+        return self.artifact
+
+    def artifact_format(self) -> str | None:
+        if self.manifest is not None:
+            return self.manifest.format
+        if self.artifact is not None:
+            from hybridexport.export.formats import for_path
+
+            return for_path(self.artifact).name
+        return None
 
     def op_table(self) -> OpTable | None:
-        """The artifact's op table (written by ``convert`` beside it), or None when it has none."""
-        if self.manifest is None:
-            return None
-        from hybridexport.optable import OpTable, op_table_path
+        """The artifact's op table: the one ``convert`` wrote beside it, else read from the file itself."""
+        if self._table is None:
+            from hybridexport.optable import OpTable
 
-        path = op_table_path(self.manifest.path)
-        return OpTable.load(path) if path.exists() else None
+            if self.manifest is not None and self.manifest.op_table_path() is not None:
+                self._table = OpTable.load(self.manifest.op_table_path())
+            elif self.artifact_path() is not None:
+                from hybridexport.export.formats import for_path
+
+                self._table = for_path(self.artifact_path()).op_table(self.artifact_path())
+        return self._table
 
 
 class Runner(ABC):
@@ -65,6 +95,10 @@ class Runner(ABC):
         """Remember runner options (device serial, tool paths); returns self."""
         self._options = dict(options or {})
         return self
+
+    def formats_for(self, device: DeviceProfile) -> tuple[str, ...]:
+        """The formats this runner takes for ``device`` (default: all of ``formats``)."""
+        return self.formats
 
     @abstractmethod
     def availability(self, device: DeviceProfile) -> tuple[bool, str]:
@@ -88,7 +122,7 @@ RUNNERS: dict[str, str] = {
     "host-pytorch": "hybridexport.bench.runners.host_pytorch:PyTorchEagerRunner",
     "android-adb": "hybridexport.bench.runners.android_adb:AndroidAdbRunner",
     "ios-xcode": "hybridexport.bench.runners.ios_xcode:IOSXcodeRunner",
-    "predicted": "hybridexport.predict.runner:PredictedRunner",
+    "predicted": "hybridexport.bench.runners.predicted:PredictedRunner",
 }
 
 
@@ -99,6 +133,9 @@ def get_runner(name: str) -> Runner:
     modname, clsname = RUNNERS[name].split(":")
     try:
         mod = importlib.import_module(modname)
-    except ModuleNotFoundError as exc:
-        raise RunnerUnavailableError(f"runner '{name}' is not available in this installation ({exc})") from None
+    except ModuleNotFoundError as exc:  # an optional third-party client the runner needs
+        if (exc.name or "").startswith("hybridexport"):
+            raise
+        raise RunnerUnavailableError(f"runner '{name}' needs {exc.name}, which is not installed (pip install "
+                                     f"{exc.name})") from None
     return getattr(mod, clsname)()

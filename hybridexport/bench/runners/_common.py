@@ -15,7 +15,6 @@ from hybridexport.errors import RunnerUnavailableError
 
 if TYPE_CHECKING:
     from hybridexport.bench.runners import BenchRequest
-    from hybridexport.zoo import LoadedModel
 
 HOST_ONLY = "runs on this machine only"
 
@@ -147,29 +146,16 @@ def ticker(request: BenchRequest) -> Callable[[int], None] | None:
     return cb if callable(cb) else None
 
 
-def source_model(request: BenchRequest) -> LoadedModel:
-    """The request's source model, or the manifest's model rebuilt (random weights: for structure only)."""
-    if request.model is not None:
-        return request.model
-    if request.manifest is None:
-        raise RunnerUnavailableError("no model and no artifact to benchmark")
-    from hybridexport.zoo import build_model
-
-    request.model = build_model(request.manifest.model, resolution=request.manifest.resolution)
-    return request.model
-
-
 def artifact(request: BenchRequest, fmt: str) -> Path:
     """The artifact path of the request, checked to exist and to have the expected format."""
-    m = request.manifest
-    if m is None:
+    path, kind = request.artifact_path(), request.artifact_format()
+    if path is None:
         raise RunnerUnavailableError(f"this runner needs a {fmt} artifact; run `hybridexport convert MODEL --to {fmt}`")
-    if m.format != fmt:
-        raise RunnerUnavailableError(f"this runner runs {fmt} artifacts, not {m.format} ({m.path})")
-    p = Path(m.path)
-    if not p.exists():
-        raise RunnerUnavailableError(f"artifact {p} listed in its manifest does not exist; re-run `hybridexport convert`")
-    return p
+    if kind != fmt:
+        raise RunnerUnavailableError(f"this runner runs {fmt} artifacts, not {kind} ({path})")
+    if not path.exists():
+        raise RunnerUnavailableError(f"artifact {path} does not exist; re-run `hybridexport convert`")
+    return path
 
 
 def random_input(shape: tuple[int, ...] | list[int], dtype: str = "float32", seed: int = 0) -> Any:
@@ -180,7 +166,7 @@ def random_input(shape: tuple[int, ...] | list[int], dtype: str = "float32", see
 
 
 def layer_summary(profile: Any, traced_run_ms: list[float] | None = None,
-                  cpu_ms: list[float] | None = None) -> dict[str, Any]:
+                  cpu_ms: list[float] | None = None, traced_rows_ms: list[float] | None = None) -> dict[str, Any]:
     """What the rows cover, for ``Profile.extra``.
 
     ``layer_total_ms``: median per-run sum of the rows; ``coverage``: the same runs' layer total ÷
@@ -191,6 +177,10 @@ def layer_summary(profile: Any, traced_run_ms: list[float] | None = None,
     runs but not a profiled run's extra exposure (ORT profiling doubles the wall time of models with
     hundreds of tiny kernels); ``cpu_coverage`` leaves out waiting, except inside long ops (which
     get preempted even in their median). On an idle machine both are ~1.
+
+    ``traced_coverage`` (with ``traced_rows_ms``, the rows' raw total in each profiled run): the median
+    over profiled runs of that total ÷ the same run's duration. Both come from one run, so load cancels
+    except for waits between rows; rows missing or counted twice move it away from (just under) 1.
     """
     lt = profile.layer_total()
     out: dict[str, Any] = {
@@ -208,4 +198,7 @@ def layer_summary(profile: Any, traced_run_ms: list[float] | None = None,
         import statistics
 
         out["traced_run_ms_median"] = round(statistics.median(traced_run_ms), 4)
+        if traced_rows_ms and len(traced_rows_ms) == len(traced_run_ms):
+            ratios = [a / b for a, b in zip(traced_rows_ms, traced_run_ms, strict=True) if b > 0]
+            out["traced_coverage"] = round(statistics.median(ratios), 4) if ratios else None
     return out

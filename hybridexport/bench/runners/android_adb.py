@@ -16,8 +16,8 @@ Snapdragon 8 Gen 2). The ``benchmark_model`` binary is the user's (``--benchmark
 ``$HYBRIDEXPORT_BENCHMARK_MODEL``): the android_aarch64 build of
 ``//tensorflow/lite/tools/benchmark:benchmark_model`` (LiteRT publishes nightly prebuilt binaries).
 
-Rows → modules: a row naming tensors (``[name;name]:7``) is mapped through those names when they
-are litert-torch locations, else through op 7 of the local ``.tflite`` when its type matches;
+Rows → modules: a row naming op 7 (``[name;name]:7``) takes op 7's module from the artifact's op table
+when the op types match, else the module its tensor names locate (litert-torch locations);
 XNNPACK rows (``Delegate/Convolution (NHWC, F32) IGEMM:3``) are aligned in order with the model's
 ops (:func:`hybridexport.bench.mapping.align`); GPU/NNAPI partition rows take the common module of
 the tensors they list. benchmark_model prints means per op, not per-run samples: each row's
@@ -29,25 +29,20 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
-from hybridexport.bench.mapping import (
-    ROOT,
-    align,
-    aligned_modules,
-    common_module,
-    is_xnnpack_op,
-    litert_module,
-    xnn_kinds,
-)
+from hybridexport import modpath
+from hybridexport.bench.mapping import align, aligned_modules, is_xnnpack_op, tflite_kind, xnn_kinds
 from hybridexport.bench.parsers.benchmark_model import BenchmarkModelOutput, RunStats, parse_benchmark_model
 from hybridexport.bench.profile import LayerRow, Profile, Stats
 from hybridexport.bench.runners import BenchRequest, Runner
 from hybridexport.bench.runners._common import artifact, version_of
 from hybridexport.errors import RunnerUnavailableError
+from hybridexport.optable import OpTable
 
 REMOTE_DIR = "/data/local/tmp/hybridexport"
 DELEGATES = {"cpu": ["--use_xnnpack=true"], "gpu": ["--use_gpu=true"], "nnapi": ["--use_nnapi=true"]}
@@ -78,6 +73,11 @@ class Adb:
             raise RunnerUnavailableError(f"`adb {' '.join(args[:3])}` failed: {msg[-1] if msg else res.returncode}")
         return res.stdout
 
+    def shell(self, *args: str, timeout: float | None = None) -> str:
+        """Run a command in the phone's shell; adb joins the words into one remote command line, so each
+        is quoted for that shell (a crafted file name cannot run commands on the phone)."""
+        return self("shell", " ".join(shlex.quote(a) for a in args), timeout=timeout)
+
     def devices(self) -> list[tuple[str, str]]:
         """``adb devices`` → [(serial, state)] (state: device, unauthorized, offline, ...)."""
         out = Adb(self.exe, None, 30)("devices")
@@ -89,12 +89,12 @@ class Adb:
         return rows
 
     def getprop(self, key: str) -> str:
-        return self("shell", "getprop", key, timeout=30).strip()
+        return self.shell("getprop", key, timeout=30).strip()
 
     def props(self) -> dict[str, str]:
         """All system properties in one call (``adb shell getprop`` prints ``[key]: [value]`` lines)."""
         out = {}
-        for line in self("shell", "getprop", timeout=30).splitlines():
+        for line in self.shell("getprop", timeout=30).splitlines():
             m = re.match(r"^\[([^\]]+)\]: \[(.*)\]$", line.strip())
             if m:
                 out[m.group(1)] = m.group(2)
@@ -200,14 +200,14 @@ class AndroidAdbRunner(Runner):
             raise RunnerUnavailableError(f"unknown --android-delegate '{delegate}' (choose {', '.join(DELEGATES)})")
         mask = str(self.options.get("cpu_mask") or device.protocol.get("cpu_mask", "") or "")
         remote_model, remote_bin = f"{REMOTE_DIR}/{model.name}", f"{REMOTE_DIR}/benchmark_model"
-        adb("shell", "mkdir", "-p", REMOTE_DIR)
+        adb.shell("mkdir", "-p", REMOTE_DIR)
         adb("push", str(model), remote_model)
         adb("push", str(binary), remote_bin)
-        adb("shell", "chmod", "755", remote_bin)
-        cmd = ["shell", *(["taskset", mask] if mask else []), remote_bin, f"--graph={remote_model}",
-               f"--num_threads={request.threads}", f"--warmup_runs={request.warmup}", f"--num_runs={request.runs}",
-               "--warmup_min_secs=0", "--min_secs=0", "--enable_op_profiling=true", *DELEGATES[delegate]]
-        out = adb(*cmd)
+        adb.shell("chmod", "755", remote_bin)
+        out = adb.shell(*(["taskset", mask] if mask else []), remote_bin, f"--graph={remote_model}",
+                        f"--num_threads={request.threads}", f"--warmup_runs={request.warmup}",
+                        f"--num_runs={request.runs}", "--warmup_min_secs=0", "--min_secs=0",
+                        "--enable_op_profiling=true", *DELEGATES[delegate])
         parsed = parse_benchmark_model(out, source=f"benchmark_model output from {adb.serial or 'the phone'}")
         profile = profile_from_benchmark_model(
             parsed, model, request, runner=self.name, delegate=delegate,
@@ -240,34 +240,30 @@ def _total_stats(st: RunStats) -> Stats:
     lo = st.min_us / 1000.0 if st.min_us is not None else avg
     hi = st.max_us / 1000.0 if st.max_us is not None else avg
     z = 1.2816  # 10th/90th percentile of a normal distribution
-    return Stats(median=avg, p10=max(lo, avg - z * std), p90=min(hi, avg + z * std), n=st.count, samples=[])
+    return Stats.point(avg, p10=max(lo, avg - z * std), p90=min(hi, avg + z * std), n=st.count)
 
 
-def map_rows(parsed: BenchmarkModelOutput, model: Path | None, known: set[str] | None = None) -> list[str]:
-    """One module path per operator row (see the module docstring for the rules)."""
-    ops = []
-    if model is not None and model.exists():
-        from hybridexport.bench.tflite_ops import read_tflite_ops
-
-        ops = read_tflite_ops(model, known)
-    modules: list[str] = [""] * len(parsed.rows)
+def map_rows(parsed: BenchmarkModelOutput, table: OpTable | None) -> list[tuple[str, str]]:
+    """(module path, how it was found) per operator row (see the module docstring for the rules)."""
+    ops = table.ops if table is not None else []
+    modules: list[tuple[str, str]] = [("", "")] * len(parsed.rows)
     xnn_rows = []
     for i, row in enumerate(parsed.rows):
         if is_xnnpack_op(row.name):
             xnn_rows.append(i)
             continue
-        names = row.tensor_names
-        mods = [m for m in (litert_module(n, known) for n in names) if m]
+        if row.node_index is not None and row.node_index < len(ops) and ops[row.node_index].op_type == row.node_type:
+            modules[i] = (ops[row.node_index].module, "op_table")
+            continue
+        mods = [m for m in (modpath.from_litert_name(n) for n in row.tensor_names) if m]
         if mods:
-            modules[i] = common_module(mods)
-        elif row.node_index is not None and row.node_index < len(ops) and ops[row.node_index].builtin == row.node_type:
-            modules[i] = ops[row.node_index].module
+            modules[i] = (modpath.common_module(mods), "metadata")
     if xnn_rows and ops:
         explicit = {r.node_index for r in parsed.rows if not is_xnnpack_op(r.name) and r.node_index is not None}
-        src = [o for o in ops if o.index not in explicit]
-        matches = align([xnn_kinds(parsed.rows[i].name) for i in xnn_rows], [o.kind for o in src])
+        src = [o for k, o in enumerate(ops) if k not in explicit]
+        matches = align([xnn_kinds(parsed.rows[i].name) for i in xnn_rows], [tflite_kind(o.op_type) for o in src])
         for i, mod in zip(xnn_rows, aligned_modules(matches, [o.module for o in src])):
-            modules[i] = mod
+            modules[i] = (mod, "alignment")
     return modules
 
 
@@ -279,14 +275,12 @@ def profile_from_benchmark_model(
     delegate: str,
     environment: dict[str, Any],
 ) -> Profile:
-    """A Profile from one parsed benchmark_model run of ``model`` (module paths from the local .tflite)."""
-    known = None
-    if request.model is not None:
-        known = {n for n, _ in request.model.module.named_modules()}
-    modules = map_rows(parsed, model, known)
+    """A Profile from one parsed benchmark_model run of ``model`` (module paths through its op table)."""
+    table = request.op_table()
+    modules = map_rows(parsed, table)
     unit = UNITS.get(delegate, delegate)
     rows = []
-    for row, mod in zip(parsed.rows, modules):
+    for row, (mod, how) in zip(parsed.rows, modules):
         if row.node_type.startswith("TfLiteGpuDelegate"):
             cu = "gpu"
         elif row.node_type.startswith("TfLiteNnapi") or row.node_type.startswith("TfLiteHexagon"):
@@ -297,16 +291,16 @@ def profile_from_benchmark_model(
             cu = "cpu" if delegate == "cpu" else f"cpu (fallback from {unit})"
         ms = row.ms_per_run
         rows.append(LayerRow(name=row.name, op_type=row.node_type, module=mod, compute_unit=cu,
-                             ms=Stats(median=ms, p10=ms, p90=ms, n=parsed.total.count, samples=[])))
+                             ms=Stats.point(ms, n=parsed.total.count), module_source=how if mod else ""))
     unmapped = sum(1 for r in rows if not r.module)
     notes = ["benchmark_model reports per-op means, not per-run samples: row median = avg ms × times called; "
              "total p10/p90 = mean ∓ 1.28·std clipped to [min, max]"]
     if unmapped:
         notes.append(f"{unmapped} of {len(rows)} rows could not be mapped to a module (names are not litert-torch "
-                     "locations and op indices do not match the local .tflite)")
+                     "locations and op indices do not match the artifact's op table)")
     manifest = request.manifest
     profile = Profile(
-        model=manifest.model if manifest else model.stem,
+        model=request.label or model.stem,
         format="tflite",
         device=request.device.name,
         runner=runner,
@@ -314,15 +308,16 @@ def profile_from_benchmark_model(
         total_ms=_total_stats(parsed.total),
         layers=rows,
         artifact_sha256=manifest.sha256 if manifest else "",
+        input_shapes=[t.shape for t in table.inputs] if table else [],
         environment={**environment, "layout": parsed.layout, "init_ms": parsed.init_ms,
                      "host_ai_edge_litert": version_of("ai-edge-litert")},
         method=("TFLite benchmark_model --enable_op_profiling=true (operator-wise 'Run Order' table); modules from "
-                "litert-torch tensor names, local .tflite op indices, and in-order alignment of XNNPACK ops"),
+                "litert-torch tensor names, the artifact's op table by op index, and in-order alignment of XNNPACK ops"),
         notes=notes,
     )
     profile.fill_shares()
     profile.extra.update({"layer_sum_ms": round(profile.layer_sum_ms(), 4),
                           "coverage": round(profile.layer_sum_ms() / profile.total_ms.median, 4)
                           if profile.total_ms.median else None,
-                          "nodes_executed": parsed.nodes_executed, "root_module": ROOT})
+                          "nodes_executed": parsed.nodes_executed, "root_module": modpath.ROOT})
     return profile

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from hybridexport.bench.mapping import ROOT
 from hybridexport.bench.profile import LayerRow, Profile, Stats
 from hybridexport.bench.runners import BenchRequest, Runner
 from hybridexport.bench.runners._common import (
@@ -23,6 +22,7 @@ from hybridexport.bench.runners._common import (
     time_runs,
     version_of,
 )
+from hybridexport.modpath import ROOT
 
 
 class LiteRTRunner(Runner):
@@ -45,15 +45,16 @@ class LiteRTRunner(Runner):
             total = time_runs(it.invoke, request.runs, request.warmup, ticker(request))
         stats = Stats.from_samples(total)
         profile = Profile(
-            model=request.manifest.model,
+            model=request.label,
             format="tflite",
             device=request.device.name,
             runner=self.name,
             obtained="measured",
             total_ms=stats,
             layers=[LayerRow(name="invoke", op_type="whole model", module=ROOT, compute_unit="cpu (xnnpack)",
-                             ms=Stats.from_samples(total), share=1.0)],
-            artifact_sha256=request.manifest.sha256,
+                             ms=Stats.from_samples(total), share=1.0, module_source="op_table")],
+            artifact_sha256=request.manifest.sha256 if request.manifest else "",
+            input_shapes=[[int(s) for s in d["shape"]] for d in it.get_input_details()],
             environment=host_environment(request.threads, runtime="ai-edge-litert Interpreter",
                                          ai_edge_litert=version_of("ai-edge-litert"), runs=request.runs,
                                          warmup=request.warmup, priority=priority),

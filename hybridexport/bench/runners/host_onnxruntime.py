@@ -11,13 +11,11 @@ its nn.Module path in the dynamo exporter's ``pkg.torch.onnx.name_scopes`` metad
 
 from __future__ import annotations
 
-import ast
 import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from hybridexport.bench.mapping import ROOT, module_from_name_scopes
 from hybridexport.bench.profile import LayerRow, Profile, Stats
 from hybridexport.bench.runners import BenchRequest, Runner
 from hybridexport.bench.runners._common import (
@@ -30,74 +28,10 @@ from hybridexport.bench.runners._common import (
     ticker,
     time_interleaved,
 )
-from hybridexport.errors import InputFileError
 
 _DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
            "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(uint8)": "uint8", "tensor(int8)": "int8"}
 _RENAMED = re.compile(r"(_nchwc|_new_reshape|_new_shape|_token_\d+|_fusion|_fused)$")
-
-
-def _meta(node: Any) -> dict[str, str]:
-    return {p.key: p.value for p in node.metadata_props}
-
-
-def _parse_list(text: str) -> list[str]:
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return []
-    return [str(v) for v in value] if isinstance(value, (list, tuple)) else []
-
-
-def node_modules_from_metadata(model: Any) -> dict[str, str]:
-    """ONNX node name → nn.Module path, read from the dynamo exporter's node metadata.
-
-    ``pkg.torch.onnx.name_scopes`` lists the module scopes and ends with the FX node's name. A Conv
-    that ONNX-Script fused with its BatchNorm carries the BatchNorm's scope; it is moved to the
-    BatchNorm's parent (the conv+norm block), as the other runtimes map the fused op there too.
-    """
-    try:  # the export stage's reader, when it exists, is the reference
-        from hybridexport.export.onnx import onnx_node_modules
-
-        base = dict(onnx_node_modules(model))
-    except (ImportError, AttributeError):
-        base = {}
-    out: dict[str, str] = {}
-    for node in model.graph.node:
-        meta = _meta(node)
-        scopes = _parse_list(meta.get("pkg.torch.onnx.name_scopes", ""))
-        module = base.get(node.name) or (module_from_name_scopes(scopes) if scopes else "")
-        if not module and "namespace" in meta:  # older exporters: "a: Cls/a.b: Cls/op: aten..."
-            parts = [p.split(":")[0].strip() for p in meta["namespace"].split("/")]
-            mods = [p for p in parts[:-1] if p]
-            module = mods[-1] if mods else ROOT
-        classes = _parse_list(meta.get("pkg.torch.onnx.class_hierarchy", ""))
-        fused_bn = "FuseBatchNormIntoConv" in meta.get("pkg.onnxscript.rewriter.rule_name", "")
-        if node.op_type == "Conv" and fused_bn and len(classes) >= 2 and "BatchNorm" in classes[-2] and "." in module:
-            module = module.rsplit(".", 1)[0]
-        out[node.name] = module
-    _fill_from_neighbours(model.graph.node, out)
-    return out
-
-
-def _fill_from_neighbours(nodes: Any, modules: dict[str, str]) -> None:
-    """Nodes without metadata (made by an ONNX optimizer pass, e.g. HardSwish → HardSigmoid·Mul) take
-    the module of the node feeding them, else of the node they feed."""
-    producer = {o: n.name for n in nodes for o in n.output}
-    consumers: dict[str, list[str]] = {}
-    for n in nodes:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n.name)
-    for _ in range(4):
-        missing = [n for n in nodes if not modules.get(n.name)]
-        if not missing:
-            return
-        for n in missing:
-            near = [modules.get(producer.get(i, ""), "") for i in n.input]
-            near += [modules.get(c, "") for o in n.output for c in consumers.get(o, [])]
-            near = [m for m in near if m]
-            if near:
-                modules[n.name] = near[0]
 
 
 def map_optimized_nodes(optimized: Any, original: Any, modules: dict[str, str]) -> dict[str, str]:
@@ -220,18 +154,20 @@ def profiler_overhead_us(threads: int = 1, nodes: int = 200, runs: int = 15) -> 
 def _fill_in_execution_order(rows: list[LayerRow]) -> None:
     """Kernels of nodes ORT made after saving the optimized graph (function ops it inlined, e.g.
     HardSwish → HardSigmoid + Mul) take the module of the kernel that ran before them."""
+    if not any(r.module for r in rows):
+        return
     last = ""
     for r in rows:
         if r.module:
             last = r.module
         elif last:
-            r.module = last
+            r.module, r.module_source = last, "inherited"
     nxt = ""
     for r in reversed(rows):
         if r.module:
             nxt = r.module
         else:
-            r.module = nxt
+            r.module, r.module_source = nxt, "inherited"
 
 
 class OnnxRuntimeRunner(Runner):
@@ -271,12 +207,8 @@ class OnnxRuntimeRunner(Runner):
             trace = parse_ort_trace(trace_path)
             optimized = onnx.load(opt_path, load_external_data=False)
         original = onnx.load(str(path), load_external_data=False)
-        modules = node_modules_from_metadata(original)
-        if not any(modules.values()):
-            raise InputFileError(
-                f"{path} has no nn.Module metadata on its nodes; export it with the dynamo exporter "
-                "(`hybridexport convert MODEL --to onnx`) so rows can be mapped to modules"
-            )
+        table = request.op_table()
+        modules = {o.name: o.module for o in table.ops} if table is not None else {}
         opt_modules = map_optimized_nodes(optimized, original, modules)
 
         measured = trace.runs[warmup:] if len(trace.runs) > warmup else trace.runs
@@ -285,24 +217,33 @@ class OnnxRuntimeRunner(Runner):
         rows = []
         for node in trace.nodes.values():
             samples = [max(0.0, r[node.name] - c) / 1000.0 if node.name in r else 0.0 for r in measured]
+            module = opt_modules.get(node.name, modules.get(node.name, ""))
             rows.append(LayerRow(
                 name=node.name,
                 op_type=node.op_type,
-                module=opt_modules.get(node.name, modules.get(node.name, "")),
+                module=module,
                 compute_unit="cpu" if node.provider.startswith("CPU") else node.provider,
                 ms=Stats.from_samples(samples),
+                module_source="op_table" if module else "",
             ))
         _fill_in_execution_order(rows)
         unmapped = [r.name for r in rows if not r.module]
+        notes = []
+        if unmapped and not (table and table.module_mapping):
+            notes.append(f"{path.name} carries no nn.Module metadata (not exported by the dynamo exporter): "
+                         "rows keep the runtime's node names")
+        elif unmapped:
+            notes.append(f"{len(unmapped)} node(s) could not be mapped to a module: {', '.join(unmapped[:5])}")
         profile = Profile(
-            model=request.manifest.model,
+            model=request.label,
             format="onnx",
             device=request.device.name,
             runner=self.name,
             obtained="measured",
             total_ms=Stats.from_samples(total),
             layers=rows,
-            artifact_sha256=request.manifest.sha256,
+            artifact_sha256=request.manifest.sha256 if request.manifest else "",
+            input_shapes=[t.shape for t in table.inputs] if table else [],
             environment=host_environment(
                 threads, runtime="onnxruntime", onnxruntime=ort.__version__,
                 provider="CPUExecutionProvider", graph_optimization="ORT_ENABLE_ALL", execution_mode="sequential",
@@ -311,12 +252,14 @@ class OnnxRuntimeRunner(Runner):
             method=("onnxruntime profiler (SessionOptions.enable_profiling): per-node kernel time of the optimized "
                     "graph per run, less the profiler's own cost per kernel (measured on a probe graph of trivial "
                     "kernels); total from an identical session without profiling, run alternately; modules from "
-                    "the dynamo exporter's pkg.torch.onnx.name_scopes node metadata"),
-            notes=[f"{len(unmapped)} node(s) could not be mapped to a module: {', '.join(unmapped[:5])}"] if unmapped else [],
+                    "the artifact's op table (dynamo exporter node metadata)"),
+            notes=notes,
         )
         profile.fill_shares()
-        profile.extra.update(layer_summary(profile, [u / 1000 for u in trace.run_us[warmup:] or trace.run_us], cpu))
-        raw = sorted(sum(r.values()) / 1000.0 for r in measured)
+        run_ms = [u / 1000 for u in (trace.run_us[warmup:] if len(trace.run_us) > warmup else trace.run_us)]
+        raw_runs = [sum(r.values()) / 1000.0 for r in measured]
+        profile.extra.update(layer_summary(profile, run_ms, cpu, traced_rows_ms=raw_runs))
+        raw = sorted(raw_runs)
         profile.extra.update({"profiler_overhead_us_per_kernel": round(c, 3),
                               "probe": {k: round(v, 3) for k, v in overhead.items()},
                               "raw_kernel_total_ms": round(raw[len(raw) // 2], 4) if raw else None})

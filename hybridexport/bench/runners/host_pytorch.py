@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from hybridexport.bench.mapping import ROOT
 from hybridexport.bench.profile import LayerRow, Profile, Stats
 from hybridexport.bench.runners import BenchRequest, Runner
 from hybridexport.bench.runners._common import (
@@ -20,10 +19,11 @@ from hybridexport.bench.runners._common import (
     host_environment,
     host_only,
     layer_summary,
-    source_model,
     ticker,
     time_interleaved,
 )
+from hybridexport.errors import RunnerUnavailableError
+from hybridexport.modpath import ROOT
 
 
 class PyTorchEagerRunner(Runner):
@@ -37,9 +37,11 @@ class PyTorchEagerRunner(Runner):
         import torch
 
         self.require(request.device)
-        loaded = source_model(request)
+        loaded = request.model
+        if loaded is None:
+            raise RunnerUnavailableError("the PyTorch eager runner needs a model, not an artifact; pass --format pytorch")
         module = loaded.module.eval()
-        x = loaded.example_input()
+        xs = loaded.example_inputs()
         names = {m: (n or ROOT) for n, m in module.named_modules()}
         classes = {m: type(m).__name__ for m in module.modules()}
         state = {"on": False, "stack": [], "run": {}}
@@ -63,11 +65,11 @@ class PyTorchEagerRunner(Runner):
         runs: list[dict[Any, int]] = []
 
         def plain() -> None:
-            module(x)
+            module(*xs)
 
         def hooked() -> None:
             state["on"], state["run"], state["stack"] = True, {}, []
-            module(x)
+            module(*xs)
             state["on"] = False
             runs.append(state["run"])
 
@@ -85,7 +87,7 @@ class PyTorchEagerRunner(Runner):
         order = list(dict.fromkeys(m for r in measured for m in r))
         rows = [
             LayerRow(name=names[m], op_type=classes[m], module=names[m], compute_unit="cpu",
-                     ms=Stats.from_samples([r.get(m, 0) / 1e6 for r in measured]))
+                     ms=Stats.from_samples([r.get(m, 0) / 1e6 for r in measured]), module_source="metadata")
             for m in order
         ]
         profile = Profile(
@@ -101,6 +103,7 @@ class PyTorchEagerRunner(Runner):
                                          runs=request.runs, warmup=request.warmup, priority=priority),
             method=("PyTorch eager, forward pre/post hooks on every module (perf_counter_ns); each row is a module's "
                     "own time (inclusive minus children); total from alternating un-hooked forwards"),
+            input_shapes=[list(s) for s in loaded.input_shapes],
         )
         profile.fill_shares()
         profile.extra.update(layer_summary(profile, cpu_ms=cpu))

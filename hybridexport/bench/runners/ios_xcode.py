@@ -43,13 +43,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from hybridexport.bench.mapping import ROOT, module_from_stack
 from hybridexport.bench.parsers.compute_plan import ComputePlan, IOSResult, parse_ios_result
 from hybridexport.bench.parsers.devicectl import IOSDevice, parse_devicectl_devices
 from hybridexport.bench.profile import LayerRow, Profile, Stats
 from hybridexport.bench.runners import BenchRequest, Runner
 from hybridexport.bench.runners._common import artifact
 from hybridexport.errors import RunnerUnavailableError
+from hybridexport.modpath import ROOT
+from hybridexport.modpath import from_module_stack as module_from_stack
 
 REMOTE_DIR = "Documents/hybridexport"
 _CAST = re.compile(r"(_cast_fp16|_cast_fp32|_to_fp16|_to_fp32)$")

@@ -1,4 +1,4 @@
-"""TinyNet: a two-level module tree used to record and synthesize tool outputs for the bench tests.
+"""Records tool outputs of ``tests/models.py``'s TinyNet (default size) for the bench tests.
 
 ``python tests/data/bench/tinynet.py`` rewrites the recordings made from it (see README.md):
 ``tinynet.tflite`` (litert-torch), ``tinynet_coreml_ops.json`` (op names of its coremltools ML
@@ -7,31 +7,18 @@ Program) and ``ort_trace_tinynet.json`` (a real onnxruntime profile of its dynam
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import torch
-from torch import nn
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/: the one TinyNet lives in models.py
 
-class Block(nn.Module):
-    def __init__(self, cin: int, cout: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(cin, cout, 3, padding=1)
-        self.bn = nn.BatchNorm2d(cout)
-        self.act = nn.GELU()
+from models import TinyNet  # noqa: E402
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn(self.conv(x)))
-
-
-class TinyNet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = Block(3, 8)
-        self.body = Block(8, 8)
-        self.head = nn.Linear(8, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.body(self.stem(x)) + x.mean(1, keepdim=True)
-        return self.head(y.mean((2, 3))).softmax(-1)
+# the recordings were made with TinyNet defined in this script: litert-torch names tensors after the
+# class's module, so keep it the same for re-recordings
+TinyNet.__module__ = "__main__"
 
 
 def example() -> torch.Tensor:
@@ -45,8 +32,6 @@ def build() -> TinyNet:
 
 if __name__ == "__main__":  # pragma: no cover - recording script
     import json
-    import sys
-    from pathlib import Path
 
     here = Path(__file__).parent
     m, x = build(), example()

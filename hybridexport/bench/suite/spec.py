@@ -1,0 +1,180 @@
+"""Suite files: models × devices × formats from a small TOML file.
+
+A suite file::
+
+    name = "hybridexport-ci"             # required; also names its results file (letters, digits, - _ .)
+    description = "what it is for"       # optional
+
+    [defaults]                           # optional, applies to every [[run]]; unset options take
+    runs = 30                            # the bench stage's defaults and the device protocol's
+    warmup = 5                           # threads and precision
+
+    [[run]]                              # one or more; each is a cross product
+    models = ["iformer-t", "mobilevit-xxs"]
+    devices = ["host"]
+    formats = ["onnx"]
+    runner = "host-onnxruntime"          # optional: force one runner (default: the device's order)
+    checkpoint = "weights/my.pth"        # optional: local weights (relative to this file)
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hybridexport.errors import HybridExportError, InputFileError
+from hybridexport.export.formats import NAMES
+
+SUITE_FORMATS = (*NAMES, "pytorch")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_TOP_KEYS = {"name", "description", "defaults", "run"}
+_OPTION_TYPES: dict[str, type | tuple[type, ...]] = {
+    "runs": int,
+    "warmup": int,
+    "threads": int,
+    "precision": str,
+    "resolution": int,
+    "runner": str,
+    "checkpoint": str,
+}
+_LIST_KEYS = ("models", "devices", "formats")
+
+
+
+@dataclass(frozen=True)
+class SuiteItem:
+    """One model × device × format to benchmark, with its options."""
+
+    model: str
+    device: str
+    format: str
+    runs: int | None = None  # None: the bench stage's default (and the device protocol's threads/precision)
+    warmup: int | None = None
+    threads: int | None = None
+    precision: str | None = None
+    resolution: int | None = None
+    runner: str | None = None
+    checkpoint: str | None = None
+
+    def bench_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``hybridexport.bench.bench`` (only what the suite set)."""
+        kwargs: dict[str, Any] = {"device": self.device, "format": self.format}
+        for key in ("runs", "warmup", "threads", "precision", "resolution", "runner", "checkpoint"):
+            if getattr(self, key) is not None:
+                kwargs[key] = getattr(self, key)
+        return kwargs
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}@{self.device}/{self.format}"
+
+
+@dataclass
+class Suite:
+    name: str
+    items: list[SuiteItem]
+    description: str = ""
+    source: str = ""
+
+
+def _check_options(where: str, table: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in table.items():
+        want = _OPTION_TYPES[key]
+        if isinstance(value, bool) or not isinstance(value, want):
+            tname = want.__name__ if isinstance(want, type) else "/".join(t.__name__ for t in want)
+            raise InputFileError(f"{where}: '{key}' must be a {tname}, got {value!r}")
+        if key in ("runs", "threads", "resolution") and value < 1:
+            raise InputFileError(f"{where}: '{key}' must be at least 1, got {value}")
+        if key == "warmup" and value < 0:
+            raise InputFileError(f"{where}: 'warmup' must be 0 or more, got {value}")
+        out[key] = value
+    return out
+
+
+def _check_model(where: str, name: str) -> None:
+    if name.startswith("timm:"):
+        return  # checked when built (resolving asks timm, which is slow to import)
+    from hybridexport.zoo.registry import resolve
+
+    try:
+        resolve(name)
+    except HybridExportError as exc:
+        raise InputFileError(f"{where}: {exc}") from None
+
+
+def parse_suite(text: str, source: str = "<suite>", check_models: bool = True) -> Suite:
+    """Parse and validate a suite TOML document (every mistake is a one-line InputFileError)."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InputFileError(f"{source}: not valid TOML ({exc})") from None
+    unknown = sorted(set(doc) - _TOP_KEYS)
+    if unknown:
+        raise InputFileError(f"{source}: unknown top-level key(s) {unknown}; allowed: name, description, [defaults], [[run]]")
+    name = doc.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise InputFileError(f"{source}: missing 'name = \"...\"' (a non-empty string naming the suite)")
+    if not _NAME.match(name.strip()):
+        raise InputFileError(f"{source}: suite name {name!r} must be letters, digits, '-', '_' or '.' (it names the "
+                             "results file), starting with a letter or digit")
+    defaults = doc.get("defaults", {})
+    if not isinstance(defaults, dict):
+        raise InputFileError(f"{source}: 'defaults' must be a table ([defaults])")
+    bad = sorted(set(defaults) - set(_OPTION_TYPES))
+    if bad:
+        raise InputFileError(f"{source}: [defaults] has unknown key(s) {bad}; allowed: {', '.join(_OPTION_TYPES)}")
+    defaults = _check_options(f"{source}: [defaults]", defaults)
+    runs = doc.get("run")
+    if not isinstance(runs, list) or not runs or not all(isinstance(r, dict) for r in runs):
+        raise InputFileError(f"{source}: needs at least one [[run]] table with models, devices and formats")
+    items: list[SuiteItem] = []
+    seen: dict[str, int] = {}
+    for i, run in enumerate(runs, start=1):
+        where = f"{source}: [[run]] #{i}"
+        bad = sorted(set(run) - set(_OPTION_TYPES) - set(_LIST_KEYS))
+        if bad:
+            raise InputFileError(f"{where} has unknown key(s) {bad}; allowed: models, devices, formats, {', '.join(_OPTION_TYPES)}")
+        lists = {}
+        for key in _LIST_KEYS:
+            value = run.get(key)
+            if isinstance(value, str):
+                value = [value]
+            if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+                raise InputFileError(f"{where}: '{key}' must be a non-empty list of names, e.g. {key} = [\"...\"]")
+            lists[key] = value
+        for fmt in lists["formats"]:
+            if fmt not in SUITE_FORMATS:
+                raise InputFileError(f"{where}: unknown format '{fmt}'; choose from {', '.join(SUITE_FORMATS)}")
+        if check_models:
+            for model in lists["models"]:
+                _check_model(where, model)
+        opts = {**defaults, **_check_options(where, {k: v for k, v in run.items() if k in _OPTION_TYPES})}
+        if "checkpoint" in opts and source != "<suite>":
+            opts["checkpoint"] = str((Path(source).parent / opts["checkpoint"]).resolve())
+        for model in lists["models"]:
+            for device in lists["devices"]:
+                for fmt in lists["formats"]:
+                    item = SuiteItem(model=model, device=device, format=fmt, **opts)
+                    if item.key in seen:
+                        raise InputFileError(f"{where}: {item.key} is already listed in [[run]] #{seen[item.key]}")
+                    seen[item.key] = i
+                    items.append(item)
+    desc = doc.get("description", "")
+    if not isinstance(desc, str):
+        raise InputFileError(f"{source}: 'description' must be a string")
+    return Suite(name=name.strip(), items=items, description=desc, source=source)
+
+
+def load_suite(path: str | Path, check_models: bool = True) -> Suite:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputFileError(f"suite file '{p}' does not exist; see benchmarks/suite.toml for an example") from None
+    except (IsADirectoryError, UnicodeDecodeError):
+        raise InputFileError(f"suite file '{p}' is not a TOML text file") from None
+    return parse_suite(text, source=str(p), check_models=check_models)

@@ -1,0 +1,69 @@
+"""``hybridexport calibrate``: fit a device's latency model and store it in its profile."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "fit a device's per-op latency model (phones: published latencies; host: measured here)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", required=True, help="device profile name (iphone13, pixel6, host, ...)")
+    parser.add_argument("--data", help="published_latency.csv (default: ../shared/data/latency/published_latency.csv)")
+    parser.add_argument("--dry-run", action="store_true", help="fit and print, but do not write the profile")
+    parser.add_argument("--json", action="store_true", help="print the latency_model as JSON")
+    parser.add_argument("--timer", choices=("cpu", "runner"), default="cpu",
+                        help="host only: thread CPU time (stable on a shared machine; default) or the "
+                             "host-onnxruntime runner's wall time")
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from hybridexport.calibrate.profiles import calibration_config, read_profile, write_keys
+    from hybridexport.console import console, status
+
+    device = args.device
+    profile = read_profile(device)
+    cfg = calibration_config(device, profile)
+    with status(f"calibrating the latency model of {device}"):
+        if device == "host" or (cfg["format"] == "onnx" and not cfg.get("match")):
+            from hybridexport.calibrate.host import calibrate_host
+
+            model = calibrate_host(device, timer=args.timer)
+        else:
+            from hybridexport.calibrate.fit import calibrate_phone
+
+            model = calibrate_phone(device, args.data)
+    if args.json:
+        console.print_json(json.dumps(model))
+    else:
+        print_summary(device, model)
+    if not args.dry_run:
+        path = write_keys(device, {"latency_model": model})
+        console.print(f"wrote latency_model to {path}")
+    return 0
+
+
+def print_summary(device: str, model: dict) -> None:
+    from rich.table import Table
+
+    from hybridexport.console import console
+
+    prov = model.get("provenance", {})
+    fit, held = model["fit"], model["heldout"]
+    t = Table(title=f"latency model of {device}: {prov.get('protocol', '')}", title_justify="left")
+    for col in ("", "rows", "MAPE", "within ±10%", "within ±20%", "Spearman"):
+        t.add_column(col, justify="right" if col else "left")
+    for name, m in (("fit (all rows)", fit), (f"held out ({held.get('method')})", held)):
+        t.add_row(name, str(m["n"]), f"{m['mape']:.1f}%", f"{m['within10']:.0%}", f"{m['within20']:.0%}",
+                  f"{m['spearman']:.3f}")
+    console.print(t)
+    console.print(f"rows used: {prov.get('rows_used')}, skipped: {prov.get('rows_skipped')}")
+    reasons: dict[str, int] = {}
+    for s in prov.get("skipped", []):
+        reasons[s["reason"]] = reasons.get(s["reason"], 0) + 1
+    for why, n in sorted(reasons.items(), key=lambda kv: -kv[1]):
+        console.print(f"  skipped {n:3d}: {why}", highlight=False)
+    p = model["params"]
+    console.print("parameters: " + ", ".join(f"{k}={v:.3g}" for k, v in p.items()), highlight=False)

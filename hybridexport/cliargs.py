@@ -1,0 +1,65 @@
+"""Checks every command applies to its arguments before any work starts.
+
+Numeric options get their range from the parser (``type=ranged(1, 8192)``); output locations are
+checked for writability up front (``writable_dir``, ``writable_file``), so a bad ``--out`` is one line,
+not a traceback after minutes of conversion.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from hybridexport.errors import InputFileError
+
+
+def ranged(lo: int, hi: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type`` accepting integers in ``[lo, hi]`` (``hi=None``: no upper bound)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+        if value < lo or (hi is not None and value > hi):
+            bound = f"{lo}..{hi}" if hi is not None else f"at least {lo}"
+            raise argparse.ArgumentTypeError(f"{value} is out of range (give {bound})")
+        return value
+
+    parse.__name__ = "int"
+    return parse
+
+
+def _first_existing(path: Path) -> Path:
+    p = path.absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def writable_dir(path: str | Path, flag: str = "--out") -> Path:
+    """``path`` as a folder this process can create or write into (one-line error otherwise)."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise InputFileError(f"{flag} '{p}' is a file, not a folder; pass a folder path")
+    base = _first_existing(p)
+    if not base.is_dir():
+        raise InputFileError(f"{flag} '{p}' lies under the file '{base}'; pass a folder path")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise InputFileError(f"{flag} '{p}': '{base}' is not writable; pass a folder you can write to")
+    return p
+
+
+def writable_file(path: str | Path, flag: str = "--out") -> Path:
+    """``path`` as a file this process can create or replace (one-line error otherwise)."""
+    p = Path(path)
+    if p.is_dir():
+        raise InputFileError(f"{flag} '{p}' is a folder; pass a file path")
+    base = _first_existing(p.parent)
+    if not base.is_dir():
+        raise InputFileError(f"{flag} '{p}' lies under the file '{base}'; pass a path in a folder")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise InputFileError(f"{flag} '{p}': '{base}' is not writable; pass a path you can write to")
+    return p

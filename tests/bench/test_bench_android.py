@@ -1,0 +1,236 @@
+"""The android-adb runner against a fake `adb` on PATH that replays recorded benchmark_model outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+from hybridexport.bench import bench
+from hybridexport.bench.devices import load_device
+from hybridexport.bench.parsers import parse_benchmark_model
+from hybridexport.bench.runners import BenchRequest
+from hybridexport.bench.runners.android_adb import AndroidAdbRunner, map_rows
+from hybridexport.errors import RunnerUnavailableError
+from hybridexport.export.cache import sha256_path
+from hybridexport.export.manifest import Manifest, Parity
+from hybridexport.modpath import ROOT
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "bench"
+
+FAKE_ADB = r'''#!{python}
+"""Fake adb: answers devices / getprop / push / chmod / benchmark_model from files named by env vars."""
+import json, os, sys
+args = sys.argv[1:]
+prefix = args[:2] if args[:1] == ["-s"] else []
+if args[:1] == ["devices"]:
+    print("List of devices attached")
+    for line in os.environ.get("FAKE_ADB_DEVICES", "").split(";"):
+        if line:
+            print(line.replace(":", "\t"))
+    print()
+    sys.exit(0)
+args = args[len(prefix):]
+if args[:1] == ["shell"]:  # adb joins the words into one line that the phone's sh parses
+    import shlex
+    line = " ".join(args[1:])
+    quote, special = "", False
+    for i, ch in enumerate(line):  # what sh would treat as more than a word: unquoted ; & | < > ` $(
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in ";&|<>`" or line.startswith("$(", i):
+            special = True
+    if special:
+        with open(os.environ["FAKE_ADB_LOG"] + ".injected", "a") as bad:
+            bad.write(line + "\n")
+        sys.exit(1)
+    args = ["shell", *shlex.split(line)]
+with open(os.environ["FAKE_ADB_LOG"], "a") as log:  # what the phone runs, word by word
+    log.write(json.dumps(prefix + args) + "\n")
+if args[:2] == ["shell", "getprop"]:
+    props = json.load(open(os.environ["FAKE_ADB_PROPS"]))
+    if len(args) > 2:
+        print(props.get(args[2], ""))
+    else:
+        for k, v in props.items():
+            print(f"[{{k}}]: [{{v}}]")
+elif args[:1] == ["push"]:
+    if not os.path.exists(args[1]):
+        print(f"adb: error: cannot stat '{{args[1]}}': No such file or directory", file=sys.stderr)
+        sys.exit(1)
+    print(f"{{args[1]}}: 1 file pushed, 0 skipped.")
+elif args[:2] in (["shell", "mkdir"], ["shell", "chmod"]):
+    pass
+elif args[:1] == ["shell"] and any("benchmark_model" in a for a in args):
+    sys.stdout.write(open(os.environ["FAKE_ADB_OUTPUT"]).read())
+else:
+    print("unexpected adb call: " + " ".join(args), file=sys.stderr)
+    sys.exit(1)
+'''
+
+PIXEL8 = {"ro.product.model": "Pixel 8", "ro.product.manufacturer": "Google", "ro.soc.model": "Tensor G3",
+          "ro.board.platform": "zuma", "ro.build.version.release": "14", "ro.build.version.sdk": "34",
+          "ro.product.cpu.abi": "arm64-v8a"}
+
+
+@pytest.fixture
+def fake_adb(tmp_path, monkeypatch):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    adb = bindir / "adb"
+    adb.write_text(FAKE_ADB.format(python=sys.executable))
+    adb.chmod(adb.stat().st_mode | stat.S_IEXEC)
+    binary = tmp_path / "benchmark_model"
+    binary.write_bytes(b"\x7fELF fake")
+    props = tmp_path / "props.json"
+    props.write_text(json.dumps(PIXEL8))
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv("ANDROID_SERIAL", raising=False)
+    monkeypatch.delenv("ADB", raising=False)
+    monkeypatch.setenv("FAKE_ADB_LOG", str(tmp_path / "adb.log"))
+    monkeypatch.setenv("FAKE_ADB_DEVICES", "38011FDJH000AB:device")
+    monkeypatch.setenv("FAKE_ADB_PROPS", str(props))
+    monkeypatch.setenv("FAKE_ADB_OUTPUT", str(DATA / "benchmark_model_without_start_tinynet_synthesized.txt"))
+    monkeypatch.setenv("HYBRIDEXPORT_BENCHMARK_MODEL", str(binary))
+
+    class Fake:
+        log = tmp_path / "adb.log"
+        props_file = props
+
+        def calls(self) -> list[list[str]]:
+            return [json.loads(x) for x in self.log.read_text().splitlines()] if self.log.exists() else []
+
+        def set_props(self, **kw: str) -> None:
+            props.write_text(json.dumps({**PIXEL8, **kw}))
+
+    return Fake()
+
+
+def _manifest(path: Path, model: str = "tinynet") -> Manifest:
+    return Manifest(model=model, resolution=32, format="tflite", precision="fp32", path=str(path),
+                    size_bytes=path.stat().st_size, sha256=sha256_path(path), versions={}, passes=[],
+                    parity=Parity(verified=False), ops={}, rank5_tensors=0, seconds=0.0)
+
+
+def test_end_to_end_newer_layout_maps_xnnpack_rows(fake_adb):
+    runner = AndroidAdbRunner().configure({})
+    dev = load_device("pixel8")
+    assert runner.availability(dev) == (True, "")
+    p = runner.run(BenchRequest(device=dev, manifest=_manifest(DATA / "tinynet.tflite"), runs=20, warmup=5, threads=1))
+    assert p.obtained == "measured" and p.format == "tflite" and p.device == "pixel8"
+    assert [r.module for r in p.layers] == ["stem.conv", "stem", "stem.act", "body", "body.act", ROOT, ROOT, ROOT, ROOT,
+                                            "head", "head"]
+    assert p.layers[1].compute_unit == "cpu (xnnpack)" and p.layers[-1].compute_unit == "cpu"
+    assert p.total_ms.median == pytest.approx(0.0926) and p.total_ms.n == 20
+    assert p.total_ms.p10 == pytest.approx(max(0.088, 0.0926 - 1.2816 * 0.004))
+    assert p.environment["device_model"] == "Pixel 8" and p.environment["soc"] == "Tensor G3"
+    assert p.environment["android"] == "14" and p.environment["cpu_mask"] == "100"
+    assert sum(r.share for r in p.layers) == pytest.approx(1.0)
+    run = next(c for c in fake_adb.calls() if "--enable_op_profiling=true" in c)
+    assert run[:5] == ["-s", "38011FDJH000AB", "shell", "taskset", "100"]
+    assert "--enable_op_profiling=true" in run and "--use_xnnpack=true" in run
+    assert "--num_runs=20" in run and "--warmup_runs=5" in run and "--num_threads=1" in run
+    pushes = [c for c in fake_adb.calls() if "push" in c]
+    assert len(pushes) == 2
+
+
+def test_gpu_delegate_flag_and_older_layout(fake_adb, monkeypatch):
+    monkeypatch.setenv("FAKE_ADB_OUTPUT", str(DATA / "benchmark_model_with_start_tinynet_synthesized.txt"))
+    runner = AndroidAdbRunner().configure({"android_delegate": "gpu"})
+    p = runner.run(BenchRequest(device=load_device("pixel8"), manifest=_manifest(DATA / "tinynet.tflite"), runs=20,
+                                warmup=5, threads=1))
+    assert [r.module for r in p.layers][:5] == ["stem.conv", "stem", "stem.act", "body", "body.act"]
+    assert p.layers[-1].module == "head"  # renamed signature output → op 10 of the local model
+    assert p.environment["layout"] == "with-start" and p.environment["delegate"] == "gpu"
+    run = next(c for c in fake_adb.calls() if "--enable_op_profiling=true" in c)
+    assert "--use_gpu=true" in run
+
+
+def test_recorded_foreign_output_is_kept_but_marked_unmapped(fake_adb, monkeypatch):
+    """A real MobileNet output against the tinynet file: rows and totals are kept, modules honestly empty."""
+    monkeypatch.setenv("FAKE_ADB_OUTPUT", str(DATA / "benchmark_model_with_start_mobilenet_v1.txt"))
+    p = AndroidAdbRunner().run(BenchRequest(device=load_device("pixel8"), manifest=_manifest(DATA / "tinynet.tflite"),
+                                            runs=50, warmup=1, threads=4))
+    assert len(p.layers) == 31 and p.total_ms.median == pytest.approx(2950.34)
+    assert sum(1 for r in p.layers if not r.module) >= 25
+    assert any("could not be mapped" in n for n in p.notes)
+
+
+def test_mapping_through_the_op_table():
+    from hybridexport.export.formats import get
+
+    parsed = parse_benchmark_model((DATA / "benchmark_model_without_start_tinynet_synthesized.txt").read_text())
+    mods = map_rows(parsed, get("tflite").op_table(DATA / "tinynet.tflite"))
+    assert mods[1] == ("stem", "alignment") and mods[3] == ("body", "alignment") and mods[9][0] == "head"
+    assert map_rows(parsed, None)[9] == ("", "")  # without an op table, rows keep their runtime names
+
+
+def test_crafted_artifact_name_cannot_run_commands_on_the_phone(fake_adb, tmp_path):
+    """Every word of a remote command is quoted for the phone's shell: a file name is only a name there."""
+    art = tmp_path / "m;touch $(id) `x`&& rm -rf .tflite"
+    art.write_bytes((DATA / "tinynet.tflite").read_bytes())
+    p = AndroidAdbRunner().run(BenchRequest(device=load_device("pixel8"), manifest=_manifest(art), runs=20, warmup=5))
+    assert p.layers
+    assert not Path(str(fake_adb.log) + ".injected").exists()
+    run = next(c for c in fake_adb.calls() if "--enable_op_profiling=true" in c)
+    assert f"--graph=/data/local/tmp/hybridexport/{art.name}" in run  # one word, as named
+
+
+def test_no_device_attached(fake_adb, monkeypatch):
+    monkeypatch.setenv("FAKE_ADB_DEVICES", "")
+    ok, why = AndroidAdbRunner().availability(load_device("pixel8"))
+    assert not ok and "no adb device attached" in why
+
+
+def test_unauthorized_device(fake_adb, monkeypatch):
+    monkeypatch.setenv("FAKE_ADB_DEVICES", "38011FDJH000AB:unauthorized")
+    ok, why = AndroidAdbRunner().availability(load_device("pixel8"))
+    assert not ok and "accept USB debugging" in why
+
+
+def test_wrong_phone_is_refused_unless_named(fake_adb):
+    fake_adb.set_props(**{"ro.product.model": "Pixel 6", "ro.soc.model": "GS101", "ro.board.platform": "gs101"})
+    ok, why = AndroidAdbRunner().availability(load_device("pixel8"))
+    assert not ok and "'Pixel 6'" in why and "not a Google Pixel 8" in why
+    runner = AndroidAdbRunner().configure({"serial": "38011FDJH000AB"})
+    assert runner.availability(load_device("pixel8"))[0]
+    p = runner.run(BenchRequest(device=load_device("pixel8"), manifest=_manifest(DATA / "tinynet.tflite"), runs=20,
+                                warmup=5))
+    assert any("not a Google Pixel 8" in n for n in p.notes)
+    assert AndroidAdbRunner().availability(load_device("pixel6"))[0]
+
+
+def test_missing_binary_and_adb(fake_adb, monkeypatch, tmp_path):
+    monkeypatch.delenv("HYBRIDEXPORT_BENCHMARK_MODEL")
+    ok, why = AndroidAdbRunner().availability(load_device("pixel8"))
+    assert not ok and "HYBRIDEXPORT_BENCHMARK_MODEL" in why
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    ok, why = AndroidAdbRunner().availability(load_device("pixel8"))
+    assert not ok and "adb not found" in why
+
+
+def test_bench_api_routes_to_android_and_errors_when_unplugged(fake_adb, monkeypatch, tmp_path):
+    out = tmp_path / "out"
+    (out / "tinynet").mkdir(parents=True)
+    art = out / "tinynet" / "tinynet.int8.tflite"
+    art.write_bytes((DATA / "tinynet.tflite").read_bytes())
+    m = _manifest(art)
+    m.precision = "int8"
+    (out / "tinynet" / "tinynet.int8.tflite.json").write_text(json.dumps(m.to_dict()))
+    profiles = bench(device="pixel8", out=out, runs=20, warmup=5)
+    assert len(profiles) == 1 and profiles[0].runner == "android-adb"
+    monkeypatch.setenv("FAKE_ADB_DEVICES", "")
+    profiles_dir = tmp_path / "profiles"  # a pixel8 without a latency model: no runner can serve it here
+    profiles_dir.mkdir()
+    pixel8 = json.loads((Path(load_device("pixel8").path)).read_text())
+    pixel8.pop("latency_model")
+    (profiles_dir / "pixel8.json").write_text(json.dumps(pixel8))
+    monkeypatch.setenv("HYBRIDEXPORT_PROFILES", str(profiles_dir))
+    with pytest.raises(RunnerUnavailableError, match="android-adb: no adb device attached"):
+        bench(device="pixel8", out=out, runs=20, warmup=5)
