@@ -8,6 +8,7 @@ A suite file::
     [defaults]                           # optional, applies to every [[run]]; unset options take
     runs = 30                            # the bench stage's defaults and the device protocol's
     warmup = 5                           # threads and precision
+    farm_jobs = 4                        # device-farm jobs (runner = "qai-hub") in flight at once
 
     [[run]]                              # one or more; each is a cross product
     models = ["iformer-t", "mobilevit-xxs"]
@@ -87,6 +88,7 @@ class Suite:
     items: list[SuiteItem]
     description: str = ""
     source: str = ""
+    farm_jobs: int | None = None  # [defaults] farm_jobs: device-farm items in flight at once (farm hook)
 
 
 @dataclass
@@ -257,9 +259,16 @@ def parse_suite(text: str, source: str = "<suite>", check_models: bool = True) -
     defaults = doc.get("defaults", {})
     if not isinstance(defaults, dict):
         raise InputFileError(f"{source}: 'defaults' must be a table ([defaults])")
+    # ---- farm hook: [defaults] farm_jobs is a suite-wide setting, not an item option
+    defaults = dict(defaults)
+    farm_jobs = defaults.pop("farm_jobs", None)
+    if farm_jobs is not None and (isinstance(farm_jobs, bool) or not isinstance(farm_jobs, int) or farm_jobs < 1):
+        raise InputFileError(f"{source}: [defaults] 'farm_jobs' must be a whole number ≥ 1, got {farm_jobs!r}")
+    # ---- end farm hook
     bad = sorted(set(defaults) - set(_OPTION_TYPES))
     if bad:
-        raise InputFileError(f"{source}: [defaults] has unknown key(s) {bad}; allowed: {', '.join(_OPTION_TYPES)}")
+        raise InputFileError(f"{source}: [defaults] has unknown key(s) {bad}; allowed: {', '.join(_OPTION_TYPES)}, "
+                             "farm_jobs")
     defaults = _check_options(f"{source}: [defaults]", defaults)
     runs = doc.get("run")
     if not isinstance(runs, list) or not runs or not all(isinstance(r, dict) for r in runs):
@@ -299,7 +308,7 @@ def parse_suite(text: str, source: str = "<suite>", check_models: bool = True) -
     desc = doc.get("description", "")
     if not isinstance(desc, str):
         raise InputFileError(f"{source}: 'description' must be a string")
-    return Suite(name=name.strip(), items=items, description=desc, source=source)
+    return Suite(name=name.strip(), items=items, description=desc, source=source, farm_jobs=farm_jobs)
 
 
 def load_suite(path: str | Path, check_models: bool = True) -> Suite:
@@ -395,6 +404,7 @@ def run_suite_file(
     artifacts: str | Path | None = None,
     jobs: int = 1,
     prepare_fn: Callable[[SuiteItem], None] | None = None,
+    farm_jobs: int | None = None,
 ) -> SuiteResult:
     """Run every item of the suite at ``path``; write the results JSON to ``out`` when given.
 
@@ -405,6 +415,9 @@ def run_suite_file(
     ``jobs > 1`` first runs, in that many worker processes, every item whose runner is ``predicted``
     and the conversion of every other item's artifact (conversions dominate a suite's time); the
     measured items are then benchmarked one at a time, with nothing else running.
+
+    Items whose runner is a device farm (``qai-hub``) run concurrently instead, at most ``farm_jobs``
+    (else the suite's ``[defaults] farm_jobs``, else 4) in flight, each recorded as it finishes.
     """
     suite = load_suite(path)
     items = [i for i in suite.items if not only or {i.model, i.device, i.format} & set(only)]
@@ -412,6 +425,8 @@ def run_suite_file(
         raise InputFileError(f"--only {only} matches nothing in {path}")
     if jobs < 1:
         raise InputFileError(f"--jobs must be at least 1, got {jobs}")
+    if farm_jobs is not None and farm_jobs < 1:  # farm hook
+        raise InputFileError(f"--farm-jobs must be at least 1, got {farm_jobs}")
     result = SuiteResult(suite=suite.name, created=datetime.now(UTC).isoformat(timespec="seconds"),
                          source=str(path), environment=_environment())
     done: dict[int, Profile | SuiteFailure] = {}
@@ -459,6 +474,27 @@ def run_suite_file(
     else:
         pending_measure = set(range(len(items)))
     fn = bench_fn or (lambda item: _default_bench(item, artifacts))
+    # ---- farm hook (hybridexport.bench.farm): device-farm items run concurrently, bounded
+    from hybridexport.bench.farm import DEFAULT_FARM_JOBS, FARM_RUNNERS, run_many
+
+    farm = [i for i in sorted(pending_measure) if items[i].runner in FARM_RUNNERS]
+    if farm and bench_fn is None and not (jobs > 1 and len(items) > 1):  # convert first, one at a time
+        for i in list(farm):
+            try:
+                (prepare_fn or (lambda it: _prepare(it, artifacts)))(items[i])
+            except Exception as exc:  # noqa: BLE001 - recorded as the item's failure
+                farm.remove(i)
+                pending_measure.discard(i)
+                record(i, items[i], _failure(items[i], exc), 0.0)
+
+    def farm_done(o: Any) -> None:
+        i = farm[o.index]
+        pending_measure.discard(i)
+        record(i, items[i], o.profile if o.profile is not None else _failure(items[i], o.error), o.seconds)
+
+    if farm:
+        run_many([items[i] for i in farm], fn, farm_jobs or suite.farm_jobs or DEFAULT_FARM_JOBS, farm_done)
+    # ---- end farm hook
     for i in sorted(pending_measure):
         item = items[i]
         t_item = time.perf_counter()
@@ -496,6 +532,9 @@ def add_suite_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", "-j", type=int, default=1,
                         help="with --suite: convert artifacts and run predicted items in N processes; measured "
                              "items still run one at a time (default 1)")
+    parser.add_argument("--farm-jobs", type=int, default=None, metavar="N",  # farm hook
+                        help="with --suite: device-farm jobs (runner qai-hub) in flight at once (default: the "
+                             "suite's [defaults] farm_jobs, else 4)")
 
 
 def run_suite(args: argparse.Namespace) -> int:
@@ -518,7 +557,8 @@ def run_suite(args: argparse.Namespace) -> int:
             err_console.print(f"  [red]fail[/] {item.key}: {failure.reason} {took}", highlight=False)
 
     result = run_suite_file(args.suite, out=json_out, only=getattr(args, "only", None), on_item=on_item,
-                            artifacts=getattr(args, "out", None), jobs=getattr(args, "jobs", 1) or 1)
+                            artifacts=getattr(args, "out", None), jobs=getattr(args, "jobs", 1) or 1,
+                            farm_jobs=getattr(args, "farm_jobs", None))
     table = Table(title=f"suite {result.suite} ({result.seconds:.0f} s)")
     for col in ("model", "device", "format", "runner", "obtained", "median ms", "p10–p90 ms"):
         table.add_column(col, justify="right" if "ms" in col else "left", overflow="fold")
