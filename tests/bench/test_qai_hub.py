@@ -64,7 +64,11 @@ class FakeHub:
         if hasattr(body, "read"):
             body = body.read()
         body = body.encode() if isinstance(body, str) else (body or b"")
-        code, payload, headers = self.route(request.method, urlparse(request.url), body)
+        url = urlparse(request.url)
+        if url.path.startswith("/api/") and request.headers.get("Authorization") != "token test-token":
+            code, payload, headers = 401, b'{"detail": "Invalid token."}', {"Content-Type": "application/json"}
+        else:
+            code, payload, headers = self.route(request.method, url, body)
         r = requests.Response()
         r.status_code, r.url, r.request, r.reason = code, request.url, request, "OK" if code < 400 else "Error"
         r._content = payload.SerializeToString() if hasattr(payload, "SerializeToString") else payload
@@ -272,6 +276,16 @@ def test_job_failed(farm):
     base = farm.base
     assert str(e.value) == ("AI Hub job j0001 on 'Samsung Galaxy S24 (Family)' failed: Failed to profile the model: "
                             f"tflite runtime error ({base}/jobs/j0001/)")
+
+
+def test_rejected_token(farm, tmp_path, monkeypatch):
+    monkeypatch.setenv(qh.TOKEN_ENV, "expired")  # the environment's token wins over client.ini
+    monkeypatch.setattr(qh, "reachable", lambda url: "")  # the default API host: its probe is not under test here
+    with pytest.raises(qh.FarmJobError) as e:
+        get_runner("qai-hub").run(_request())
+    assert str(e.value).startswith("AI Hub refused the job for 'Samsung Galaxy S24 (Family)': Failed to authenticate. "
+                                   "Failure to authenticate is likely caused by a bad or expired API token.")
+    assert "\n" not in str(e.value) and not farm.jobs
 
 
 def test_timeout(farm):

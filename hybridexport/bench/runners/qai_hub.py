@@ -212,8 +212,8 @@ class QaiHubRunner(Runner):
                             f"qai_hub_timeout / ${TIMEOUT_ENV}")
         poll = _positive(opts.get("qai_hub_poll", os.environ.get(POLL_ENV, DEFAULT_POLL_S)),
                          f"qai_hub_poll / ${POLL_ENV}", allow_zero=True)
-        extra_opts = shlex.split(str(opts.get("qai_hub_options") or ""))
-        options = ["--compute_unit", unit, "--max_profiler_iterations", str(request.runs), *extra_opts]
+        extra = shlex.split(str(opts.get("qai_hub_options") or ""))
+        flags = shlex.join(["--compute_unit", unit, "--max_profiler_iterations", str(request.runs), *extra])
         name, attrs = hub_device(device, opts)
         hub = _client_module()
         client = hub.Client(config=hub_config())
@@ -222,7 +222,7 @@ class QaiHubRunner(Runner):
         job = None
         try:
             job = client.submit_inference_job(
-                model=str(path), device=target, profile=True, options=shlex.join(options),
+                model=str(path), device=target, profile=True, options=flags,
                 name=f"hybridexport {request.manifest.model if request.manifest else path.stem} {fmt}",
             )
             status = self._wait(job, timeout, poll, ticker(request), request.runs + request.warmup)
@@ -235,15 +235,12 @@ class QaiHubRunner(Runner):
             raise
         except hub.UserError as exc:
             msg = _one_line(exc)
-            if (re.search(r"is not available\.?$", msg) or "No devices match" in msg) and opts.get("qai_hub_device"):
-                raise FarmJobError(f"Qualcomm AI Hub has no device {label} (the qai_hub_device option): use a name "
-                                   "`qai-hub list-devices` prints") from None
-            if re.search(r"is not available\.?$", msg) or "No devices match" in msg:
-                raise FarmJobError(
-                    f"Qualcomm AI Hub has no device {label} (device profile '{device.name}'): put a name `qai-hub "
-                    f"list-devices` prints in match.qai_hub_devices of profiles/{device.name}.json"
-                ) from None
-            raise FarmJobError(f"AI Hub refused the job for {label}: {msg}") from None
+            if not (re.search(r"is not available\.?$", msg) or "No devices match" in msg):
+                raise FarmJobError(f"AI Hub refused the job for {label}: {msg}") from None
+            fix = ("use a name `qai-hub list-devices` prints" if opts.get("qai_hub_device") else
+                   f"put a name `qai-hub list-devices` prints in match.qai_hub_devices of profiles/{device.name}.json")
+            where = "the qai_hub_device option" if opts.get("qai_hub_device") else f"device profile '{device.name}'"
+            raise FarmJobError(f"Qualcomm AI Hub has no device {label} ({where}): {fix}") from None
         except Exception as exc:  # noqa: BLE001 - client/transport failures become one line with the job id
             where = f"job {job.job_id}" if job is not None else "job submission"
             raise FarmJobError(f"AI Hub {where} for {label} failed: {_one_line(exc)}") from None
@@ -261,7 +258,7 @@ class QaiHubRunner(Runner):
             "qai_hub_client": version_of("qai-hub"),
             "runtime": RUNTIMES[fmt],
             "compute_unit": unit,
-            "profile_options": shlex.join(options),
+            "profile_options": flags,
             "iterations": request.runs,
         }
         return profile_from_hub(hub_profile, request, fmt, runner=self.name, environment=info)
