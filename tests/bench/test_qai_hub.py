@@ -408,3 +408,12 @@ def test_suite_runs_farm_jobs_concurrently_and_records_the_failure(farm, tmp_pat
     predicted = Profile(model=a.model, format="tflite", device=a.device, runner="predicted", obtained="predicted",
                         total_ms=Stats.point(a.total_ms.median))
     assert compare_profiles(predicted, a).informational
+
+
+def test_suite_farm_jobs_setting_is_checked():
+    from hybridexport.bench.suite import parse_suite
+
+    text = '[defaults]\nfarm_jobs = {}\n[[run]]\nmodels = ["iformer-t"]\ndevices = ["galaxy-s24"]\nformats = ["tflite"]\n'
+    assert parse_suite('name = "f"\n' + text.format(2), check_models=False).farm_jobs == 2
+    with pytest.raises(InputFileError, match=r"^<suite>: \[defaults\] 'farm_jobs' must be a whole number ≥ 1, got 0$"):
+        parse_suite('name = "f"\n' + text.format(0), check_models=False)
