@@ -22,6 +22,11 @@ setup() {
         # torch first and pinned: it takes the local CPU wheel; anything looser pulls a CUDA build.
         "$VENV/bin/pip" install -q torch==2.13.0
         "$VENV/bin/pip" install -q -e ".[test]"
+        # qai-hub (the qai-hub runner) pins protobuf<=6.31.1, which would move onnx's protobuf: installed
+        # without its resolver, with its own dependencies pinned (see pyproject.toml)
+        "$VENV/bin/pip" install -q --no-deps qai-hub==0.56.0 backoff==2.2.1 deprecation==2.1.0 h5py==3.16.0 \
+            prettytable==3.18.0 wcwidth==0.9.4 requests-toolbelt==1.0.0 s3transfer==0.13.1 botocore==1.44.8 \
+            jmespath==1.1.0 semver==3.1.2
         echo "$want" > "$VENV/.installed"
     else
         echo "==> .venv is up to date"

@@ -28,7 +28,7 @@ def test_required_profiles_exist_with_facts_and_sources():
         assert d.runners[-1] == "predicted"
     assert devs["iphone13"].protocol["format"] == "coreml" and devs["iphone13"].protocol["compute_units"] == "ALL"
     assert devs["iphone13"].runners == ["ios-xcode", "predicted"]
-    assert devs["pixel8"].runners == ["android-adb", "predicted"] and devs["pixel8"].format == "tflite"
+    assert devs["pixel8"].runners == ["android-adb", "qai-hub", "predicted"] and devs["pixel8"].format == "tflite"
     assert devs["iphone14"].gpu["cores"] == 5 and devs["iphone13"].gpu["cores"] == 4
     assert devs["host"].runners == ["host-onnxruntime", "host-executorch", "host-litert", "host-pytorch", "predicted"]
     assert all(r in RUNNERS for d in devs.values() for r in d.runners)

@@ -122,6 +122,7 @@ RUNNERS: dict[str, str] = {
     "host-pytorch": "hybridexport.bench.runners.host_pytorch:PyTorchEagerRunner",
     "android-adb": "hybridexport.bench.runners.android_adb:AndroidAdbRunner",
     "ios-xcode": "hybridexport.bench.runners.ios_xcode:IOSXcodeRunner",
+    "qai-hub": "hybridexport.bench.runners.qai_hub:QaiHubRunner",
     "predicted": "hybridexport.bench.runners.predicted:PredictedRunner",
 }
 

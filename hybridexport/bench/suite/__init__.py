@@ -25,6 +25,9 @@ def add_suite_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", "-j", type=int, default=1,
                         help="with --suite: convert artifacts and run predicted items in N processes; measured "
                              "items still run one at a time (default 1)")
+    parser.add_argument("--farm-jobs", type=int, default=None, metavar="N",
+                        help="with --suite: device-farm jobs (runner qai-hub) in flight at once (default: the "
+                             "suite's [defaults] farm_jobs, else 4)")
 
 
 def run_suite(args: argparse.Namespace) -> int:
@@ -47,7 +50,8 @@ def run_suite(args: argparse.Namespace) -> int:
             err_console.print(f"  [red]fail[/] {item.key}: {failure.reason} {took}", highlight=False)
 
     result = run_suite_file(args.suite, out=json_out, only=getattr(args, "only", None), on_item=on_item,
-                            artifacts=getattr(args, "out", None), jobs=getattr(args, "jobs", 1) or 1)
+                            artifacts=getattr(args, "out", None), jobs=getattr(args, "jobs", 1) or 1,
+                            farm_jobs=getattr(args, "farm_jobs", None))
     table = Table(title=f"suite {result.suite} ({result.seconds:.0f} s)")
     for col in ("model", "device", "format", "runner", "obtained", "median ms", "p10–p90 ms"):
         table.add_column(col, justify="right" if "ms" in col else "left", overflow="fold")

@@ -94,6 +94,7 @@ def run_suite_file(
     artifacts: str | Path | None = None,
     jobs: int = 1,
     prepare_fn: Callable[[SuiteItem], None] | None = None,
+    farm_jobs: int | None = None,
 ) -> SuiteResult:
     """Run every item of the suite at ``path``; write the results JSON to ``out`` when given.
 
@@ -104,6 +105,9 @@ def run_suite_file(
     ``jobs > 1`` first runs, in that many worker processes, every item whose runner is ``predicted``
     and the conversion of every other item's artifact (conversions dominate a suite's time); the
     measured items are then benchmarked one at a time, with nothing else running.
+
+    Items whose runner is a device farm (``qai-hub``) run concurrently instead, at most ``farm_jobs``
+    (else the suite's ``[defaults] farm_jobs``, else 4) in flight, each recorded as it finishes.
     """
     suite = load_suite(path)
     items = [i for i in suite.items if not only or {i.model, i.device, i.format} & set(only)]
@@ -111,6 +115,8 @@ def run_suite_file(
         raise InputFileError(f"--only {only} matches nothing in {path}")
     if jobs < 1:
         raise InputFileError(f"--jobs must be at least 1, got {jobs}")
+    if farm_jobs is not None and farm_jobs < 1:
+        raise InputFileError(f"--farm-jobs must be at least 1, got {farm_jobs}")
     result = SuiteResult(suite=suite.name, created=datetime.now(UTC).isoformat(timespec="seconds"),
                          source=str(path), environment=_environment())
     done: dict[int, Profile | SuiteFailure] = {}
@@ -158,6 +164,8 @@ def run_suite_file(
     else:
         pending_measure = set(range(len(items)))
     fn = bench_fn or (lambda item: _default_bench(item, artifacts))
+    _run_farm_items(items, pending_measure, fn, record, artifacts, prepare_fn,
+                    farm_jobs or suite.farm_jobs, convert_first=bench_fn is None and not (jobs > 1 and len(items) > 1))
     for i in sorted(pending_measure):
         item = items[i]
         t_item = time.perf_counter()
@@ -181,3 +189,29 @@ def run_suite_file(
     if out is not None:
         result.save(out)
     return result
+
+
+def _run_farm_items(items: list[SuiteItem], pending: set[int], fn: BenchFn, record: Callable[..., None],
+                    artifacts: str | Path | None, prepare_fn: Callable[[SuiteItem], None] | None,
+                    max_in_flight: int | None, convert_first: bool) -> None:
+    """Device-farm items (``hybridexport.bench.farm``): converted one at a time, then run concurrently, bounded;
+    each is recorded (and leaves ``pending``) as it finishes."""
+    from hybridexport.bench.farm import DEFAULT_FARM_JOBS, FARM_RUNNERS, run_many
+
+    farm = [i for i in sorted(pending) if items[i].runner in FARM_RUNNERS]
+    if farm and convert_first:
+        for i in list(farm):
+            try:
+                (prepare_fn or (lambda it: _prepare(it, artifacts)))(items[i])
+            except Exception as exc:  # noqa: BLE001 - recorded as the item's failure
+                farm.remove(i)
+                pending.discard(i)
+                record(i, items[i], _failure(items[i], exc), 0.0)
+
+    def done(o: Any) -> None:
+        i = farm[o.index]
+        pending.discard(i)
+        record(i, items[i], o.profile if o.profile is not None else _failure(items[i], o.error), o.seconds)
+
+    if farm:
+        run_many([items[i] for i in farm], fn, max_in_flight or DEFAULT_FARM_JOBS, done)

@@ -8,6 +8,7 @@ A suite file::
     [defaults]                           # optional, applies to every [[run]]; unset options take
     runs = 30                            # the bench stage's defaults and the device protocol's
     warmup = 5                           # threads and precision
+    farm_jobs = 4                        # device-farm jobs (runner = "qai-hub") in flight at once
 
     [[run]]                              # one or more; each is a cross product
     models = ["iformer-t", "mobilevit-xxs"]
@@ -78,6 +79,7 @@ class Suite:
     items: list[SuiteItem]
     description: str = ""
     source: str = ""
+    farm_jobs: int | None = None  # [defaults] farm_jobs: device-farm items in flight at once
 
 
 def _check_options(where: str, table: dict[str, Any]) -> dict[str, Any]:
@@ -124,9 +126,14 @@ def parse_suite(text: str, source: str = "<suite>", check_models: bool = True) -
     defaults = doc.get("defaults", {})
     if not isinstance(defaults, dict):
         raise InputFileError(f"{source}: 'defaults' must be a table ([defaults])")
+    defaults = dict(defaults)  # farm_jobs is a suite-wide setting, not an item option
+    farm_jobs = defaults.pop("farm_jobs", None)
+    if farm_jobs is not None and (isinstance(farm_jobs, bool) or not isinstance(farm_jobs, int) or farm_jobs < 1):
+        raise InputFileError(f"{source}: [defaults] 'farm_jobs' must be a whole number ≥ 1, got {farm_jobs!r}")
     bad = sorted(set(defaults) - set(_OPTION_TYPES))
     if bad:
-        raise InputFileError(f"{source}: [defaults] has unknown key(s) {bad}; allowed: {', '.join(_OPTION_TYPES)}")
+        raise InputFileError(f"{source}: [defaults] has unknown key(s) {bad}; allowed: {', '.join(_OPTION_TYPES)}, "
+                             "farm_jobs")
     defaults = _check_options(f"{source}: [defaults]", defaults)
     runs = doc.get("run")
     if not isinstance(runs, list) or not runs or not all(isinstance(r, dict) for r in runs):
@@ -166,7 +173,7 @@ def parse_suite(text: str, source: str = "<suite>", check_models: bool = True) -
     desc = doc.get("description", "")
     if not isinstance(desc, str):
         raise InputFileError(f"{source}: 'description' must be a string")
-    return Suite(name=name.strip(), items=items, description=desc, source=source)
+    return Suite(name=name.strip(), items=items, description=desc, source=source, farm_jobs=farm_jobs)
 
 
 def load_suite(path: str | Path, check_models: bool = True) -> Suite:
