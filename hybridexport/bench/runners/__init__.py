@@ -2,7 +2,7 @@
 
 Contract shared by every runner (host, Android, iOS, predicted):
 
-* ``name``: registry key, e.g. ``host-onnxruntime``, ``android-adb``, ``ios-xcode``, ``predicted``.
+* ``name``: registry key, e.g. ``host-onnxruntime``, ``android-adb``, ``ios-coreml``, ``mac-coreml``, ``predicted``.
 * ``formats``: artifact formats it can run.
 * ``availability(device)`` → ``(ok, reason)``: can it serve ``device`` on this machine right now,
   and if not, why (one line a user can act on).
@@ -87,7 +87,8 @@ RUNNERS: dict[str, str] = {
     "host-litert": "hybridexport.bench.runners.host_litert:LiteRTRunner",
     "host-pytorch": "hybridexport.bench.runners.host_pytorch:PyTorchEagerRunner",
     "android-adb": "hybridexport.bench.runners.android_adb:AndroidAdbRunner",
-    "ios-xcode": "hybridexport.bench.runners.ios_xcode:IOSXcodeRunner",
+    "ios-coreml": "hybridexport.bench.runners.apple_coreml:IOSCoreMLRunner",
+    "mac-coreml": "hybridexport.bench.runners.apple_coreml:MacCoreMLRunner",
     "predicted": "hybridexport.predict.runner:PredictedRunner",
 }
 
