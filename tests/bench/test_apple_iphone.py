@@ -49,13 +49,19 @@ def _requests(root: Path, method: str) -> list[dict]:
     return [m for m in msgs if m["method"] == method]
 
 
-def _launched_app_gone(xcode) -> bool:
-    """The `devicectl device process launch --console` process coremltools started has ended."""
+def _launched_app_gone(xcode, within_s: float = 5.0) -> bool:
+    """The `devicectl device process launch --console` process coremltools started ends (within a few seconds)."""
     import subprocess
+    import time
 
-    ps = subprocess.run(["ps", "-eww", "-o", "stat=,args="], capture_output=True, text=True, check=True).stdout
-    return not [line for line in ps.splitlines() if "process launch" in line and str(xcode.bindir.parent) in line
-                and not line.lstrip().startswith("Z")]
+    deadline = time.monotonic() + within_s
+    while True:
+        ps = subprocess.run(["ps", "-eww", "-o", "stat=,args="], capture_output=True, text=True, check=True).stdout
+        alive = [line for line in ps.splitlines() if "process launch" in line and str(xcode.bindir.parent) in line
+                 and not line.lstrip().startswith("Z")]
+        if not alive or time.monotonic() > deadline:
+            return not alive
+        time.sleep(0.2)
 
 
 def test_full_run_on_an_attached_iphone(manifest, tmp_path, monkeypatch):

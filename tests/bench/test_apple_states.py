@@ -77,6 +77,13 @@ def test_modelrunner_project_missing(tmp_path, monkeypatch):
                              "macOS wheels ship it: `pip install --force-reinstall coremltools==9.0` on this Mac")
 
 
+def test_paths_coremltools_cannot_quote(tmp_path, monkeypatch):
+    fake_xcode(tmp_path, monkeypatch)
+    monkeypatch.setenv("HYBRIDEXPORT_MODELRUNNER_DIR", str(tmp_path / "My Runner"))
+    assert ios_why(TEAM) == (f"coremltools passes paths to devicectl and xcodebuild unquoted, and {tmp_path}/My Runner "
+                             "contains ' ': set HYBRIDEXPORT_MODELRUNNER_DIR to a folder without it")
+
+
 def test_which_device_is_attached(tmp_path, monkeypatch):
     empty = tmp_path / "none.json"
     data = json.loads(IPHONES.read_text())

@@ -39,13 +39,10 @@ from hybridexport.bench.runners.apple_devices import (
     dotted,
     find_device,
     list_attached,
-    modelrunner_problem,
-    not_macos_reason,
     platform_of,
     prepare,
     refresh_connection,
     signing,
-    tool_problem,
     version_tuple,
 )
 from hybridexport.bench.runners.coreml_placement import PlannedOp, placement, static_verdicts
@@ -347,9 +344,7 @@ class IOSCoreMLRunner(Runner):
         if platform_of(profile) != "iOS" or profile.kind != "ios":
             raise RunnerUnavailableError(f"serves iPhones and iPads only ('{profile.name}' is a {platform_of(profile)} "
                                          "profile)")
-        if not apple_devices.is_macos():
-            raise RunnerUnavailableError(not_macos_reason("measuring on an iPhone"))
-        why = tool_problem("xcrun", "xcodebuild", "devicectl") or modelrunner_problem()
+        why = apple_devices.host_problem("measuring on an iPhone")
         if why:
             raise RunnerUnavailableError(why)
         path = artifact(request, "coreml")

@@ -17,6 +17,8 @@ Rules, each checked before any work starts and each failure one line that says w
 * Its build is kept under ``$HYBRIDEXPORT_MODELRUNNER_DIR`` (default ``~/.cache/hybridexport/modelrunner``),
   one folder per signing identity (coremltools reuses any build it finds for a device UDID, whatever
   it was signed with), so ``hybridexport devices --prepare`` builds once and ``bench`` reuses it.
+* coremltools hands paths to ``devicectl`` and ``xcodebuild`` inside unquoted shell strings, so the
+  ModelRunner folder and coremltools' own install path must not contain spaces or shell characters.
 * devicectl can list a wired, usable device as ``tunnelState: disconnected`` (it drops the tunnel
   between commands); coremltools' ``prepare_for_model_debugging`` wants ``CONNECTED``, so ``bench``
   asks ``devicectl device info details`` (which brings the tunnel up) and goes on only if it says so.
@@ -220,12 +222,29 @@ def signing(options: dict[str, Any]) -> Signing:
     return Signing(team=team, provisioning_profile=prof, bundle_id=bundle)
 
 
+def workdir_root() -> Path:
+    return Path(os.environ.get(WORKDIR_ENV) or Path.home() / ".cache" / "hybridexport" / "modelrunner")
+
+
 def workdir(sign: Signing) -> Path:
     """The ModelRunner build and message folder for one signing identity (created)."""
-    root = Path(os.environ.get(WORKDIR_ENV) or Path.home() / ".cache" / "hybridexport" / "modelrunner")
-    path = root / f"signing-{sign.key()}"
+    path = workdir_root() / f"signing-{sign.key()}"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+_SHELL_CHARS = set(" \t\n'\"$`\\;&|<>()*?[]")  # split, quote, expand or glob inside an unquoted shell word
+
+
+def path_problem() -> str:
+    """Why coremltools' unquoted shell commands would break on the paths it will use ("" when they will not)."""
+    for path, fix in ((workdir_root(), f"set {WORKDIR_ENV} to a folder without it"),
+                      (modelrunner_workspace(), "install coremltools in an environment whose path has none")):
+        bad = sorted(set(str(path)) & _SHELL_CHARS)
+        if bad:
+            return (f"coremltools passes paths to devicectl and xcodebuild unquoted, and {path} contains {bad[0]!r}: "
+                    f"{fix}")
+    return ""
 
 
 def refresh_connection(dev: IOSDevice, timeout: float = 60.0) -> IOSDevice:
@@ -255,13 +274,18 @@ def coreml_device(dev: IOSDevice) -> Any:
                   state=DeviceState(dev.tunnel_state.lower()), session=None)
 
 
+def host_problem(what: str) -> str:
+    """Why this machine cannot drive an iPhone through coremltools ("" when it can): macOS, tools, paths."""
+    if not is_macos():
+        return not_macos_reason(what)
+    return tool_problem("xcrun", "xcodebuild", "devicectl") or modelrunner_problem() or path_problem()
+
+
 def ios_problem(profile: Any, options: dict[str, Any]) -> str:
     """Why an iPhone/iPad profile cannot be measured here now ("" when it can); lists devices, never waits on one."""
     if platform_of(profile) != "iOS" or profile.kind != "ios":
         return f"serves iPhones and iPads only ('{profile.name}' is a {platform_of(profile)} profile)"
-    if not is_macos():
-        return not_macos_reason("measuring on an iPhone")
-    why = tool_problem("xcrun", "xcodebuild", "devicectl") or modelrunner_problem()
+    why = host_problem("measuring on an iPhone")
     if why:
         return why
     try:
@@ -292,9 +316,7 @@ def prepare_command(profile: Any, options: dict[str, Any]) -> str:
     if platform_of(profile) != "iOS" or profile.kind != "ios":
         raise RunnerUnavailableError(f"--prepare is for iPhones and iPads ('{profile.name}' is a {platform_of(profile)} "
                                      "profile; the Mac runner needs no app)")
-    if not is_macos():
-        raise RunnerUnavailableError(not_macos_reason("preparing an iPhone"))
-    why = tool_problem("xcrun", "xcodebuild", "devicectl") or modelrunner_problem()
+    why = host_problem("preparing an iPhone")
     if why:
         raise RunnerUnavailableError(why)
     dev = find_device(profile, list_attached(refresh=True))
