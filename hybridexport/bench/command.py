@@ -36,10 +36,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="TFLite benchmark_model for the phone (or $HYBRIDEXPORT_BENCHMARK_MODEL)")
     g.add_argument("--android-delegate", choices=("cpu", "gpu", "nnapi"),
                    help="cpu (XNNPACK), gpu or nnapi (default: the device protocol's)")
-    g.add_argument("--ios-app", metavar="BUNDLE_ID", help="benchmark app on the iPhone (or $HYBRIDEXPORT_IOS_BENCH_APP)")
+    g.add_argument("--ios-team", metavar="TEAMID",
+                   help="Apple development team that signs coremltools' ModelRunner app (or $HYBRIDEXPORT_IOS_TEAM)")
+    g.add_argument("--ios-provisioning-profile", metavar="UUID",
+                   help="sign with this provisioning profile instead (or $HYBRIDEXPORT_IOS_PROVISIONING_PROFILE)")
+    g.add_argument("--ios-bundle-id", metavar="ID", help="ModelRunner's bundle id (the profile's; or $HYBRIDEXPORT_IOS_BUNDLE_ID)")
+    g.add_argument("--compute-units", type=str.upper, choices=("ALL", "CPU_AND_NE", "CPU_AND_GPU", "CPU_ONLY"),
+                   help="Core ML compute units on an iPhone or Mac (default: the device protocol's, ALL)")
+    g.add_argument("--qai-hub-device", metavar="NAME",
+                   help="Qualcomm AI Hub device name (default: the profile's match.qai_hub_devices)")
+    g.add_argument("--qai-hub-timeout", type=ranged(1, 86400), metavar="S",
+                   help="seconds to wait for an AI Hub job (or $HYBRIDEXPORT_QAI_HUB_TIMEOUT; default 3600)")
     from hybridexport.bench.suite import add_suite_arguments
 
     add_suite_arguments(parser)
+
+
+def _not_measured(device: str, options: dict) -> list[str]:
+    """Why each measuring runner of ``device`` could not run here (what a real measurement would need)."""
+    from hybridexport.bench.devices import load_device
+    from hybridexport.bench.select import runner_status
+
+    return [f"{s.name}: {s.reason}" for s in runner_status(load_device(device), options)
+            if not s.available and s.name != "predicted"]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,7 +76,10 @@ def run(args: argparse.Namespace) -> int:
         writable_file(args.json, "--json")
     options = {k: v for k, v in {
         "serial": args.serial, "benchmark_binary": args.benchmark_binary,
-        "android_delegate": args.android_delegate, "ios_app": args.ios_app,
+        "android_delegate": args.android_delegate, "ios_team": args.ios_team,
+        "ios_provisioning_profile": args.ios_provisioning_profile, "ios_bundle_id": args.ios_bundle_id,
+        "compute_units": args.compute_units, "qai_hub_device": args.qai_hub_device,
+        "qai_hub_timeout": args.qai_hub_timeout,
     }.items() if v}
     profiles = bench(args.model, device=args.device, fmt=args.format, runner=args.runner, runs=args.runs,
                      warmup=args.warmup, threads=args.threads, out=Path(args.out), precision=args.precision,
@@ -66,6 +88,13 @@ def run(args: argparse.Namespace) -> int:
         console.print(profile_table(p, top=args.top, depth=args.depth, wide=console.width >= 110))
         for note in p.notes:
             console.print(f"[dim]note: {note}[/]", highlight=False)
+        if isinstance(p.extra.get("placement"), dict):
+            from hybridexport.bench.runners.coreml_placement import placement_table
+
+            console.print(placement_table(p.extra["placement"]), highlight=False)
+        if p.obtained == "predicted":
+            for why in _not_measured(p.device, options):
+                console.print(f"[dim]not measured: {why}[/]", highlight=False)
     if args.json:
         data = profiles[0].to_dict() if len(profiles) == 1 else [p.to_dict() for p in profiles]
         write_json(args.json, data)

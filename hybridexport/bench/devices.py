@@ -19,7 +19,7 @@ from hybridexport.errors import InputFileError, UnknownModelError
 from hybridexport.jsonfile import read_json
 
 PROFILES_DIR = Path(__file__).resolve().parents[2] / "profiles"
-KINDS = ("ios", "android", "host")
+KINDS = ("ios", "macos", "android", "host")
 REQUIRED = ("name", "kind", "protocol", "runners")
 
 
@@ -38,7 +38,7 @@ class DeviceProfile:
     """One device: what it is, how it is benchmarked, and which runners can serve it (in order)."""
 
     name: str
-    kind: str  # "ios" | "android" | "host"
+    kind: str  # "ios" | "macos" | "android" | "host"
     display_name: str
     protocol: dict[str, Any]  # format, precision, compute_units, runtime, delegate, threads, cpu_mask
     runners: list[str]

@@ -12,7 +12,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--serial", help="adb serial to check for Android devices")
     parser.add_argument("--benchmark-binary", metavar="PATH", help="TFLite benchmark_model binary to check for")
-    parser.add_argument("--ios-app", metavar="BUNDLE_ID", help="iOS benchmark app to check for")
+    parser.add_argument("--ios-team", metavar="TEAMID",
+                        help="Apple development team that signs coremltools' ModelRunner app (or $HYBRIDEXPORT_IOS_TEAM)")
+    parser.add_argument("--ios-provisioning-profile", metavar="UUID",
+                        help="sign with this provisioning profile instead (or $HYBRIDEXPORT_IOS_PROVISIONING_PROFILE)")
+    parser.add_argument("--ios-bundle-id", metavar="ID",
+                        help="ModelRunner's bundle id (the profile's; or $HYBRIDEXPORT_IOS_BUNDLE_ID)")
+    parser.add_argument("--compute-units", type=str.upper, choices=("ALL", "CPU_AND_NE", "CPU_AND_GPU", "CPU_ONLY"),
+                        help="Core ML compute units to check a Mac for")
+    parser.add_argument("--prepare", metavar="DEVICE",
+                        help="build, install and launch coremltools' ModelRunner app on the attached iPhone/iPad "
+                             "of this profile once (needs macOS + Xcode and --ios-team), then exit")
 
 
 def device_report(options: dict | None = None) -> list[dict]:
@@ -40,7 +50,14 @@ def run(args: argparse.Namespace) -> int:
     from hybridexport.console import console
 
     options = {k: v for k, v in {"serial": args.serial, "benchmark_binary": args.benchmark_binary,
-                                 "ios_app": args.ios_app}.items() if v}
+                                 "ios_team": args.ios_team, "ios_provisioning_profile": args.ios_provisioning_profile,
+                                 "ios_bundle_id": args.ios_bundle_id, "compute_units": args.compute_units}.items() if v}
+    if args.prepare:
+        from hybridexport.bench.devices import load_device
+        from hybridexport.bench.runners.apple_devices import prepare_command
+
+        console.print(prepare_command(load_device(args.prepare), options), highlight=False)
+        return 0
     report = device_report(options)
     if args.json:
         print(json.dumps(report, indent=2))

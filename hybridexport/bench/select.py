@@ -55,8 +55,8 @@ def choose_runner(device: Any, fmt: str | None = None, runner: str | None = None
                   options: dict[str, Any] | None = None) -> Runner:
     """The first available runner of the device for ``fmt`` (or the named one), else a one-line error.
 
-    The error names every runner tried and why it cannot run, e.g. ``iphone13: ios-xcode: needs
-    macOS with Xcode 15+ (this is Linux); predicted: not calibrated yet — run ...``.
+    The error names every runner tried and why it cannot run, e.g. ``iphone13: ios-coreml: measuring on an
+    iPhone needs macOS with Xcode 15+ (this is Linux); predicted: not calibrated yet — run ...``.
     """
     if runner is not None:
         if runner not in RUNNERS:

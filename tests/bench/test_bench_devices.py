@@ -27,7 +27,7 @@ def test_required_profiles_exist_with_facts_and_sources():
         assert d.sources and all(s.get("url", "").startswith("https://") for s in d.sources), name
         assert d.runners[-1] == "predicted"
     assert devs["iphone13"].protocol["format"] == "coreml" and devs["iphone13"].protocol["compute_units"] == "ALL"
-    assert devs["iphone13"].runners == ["ios-xcode", "predicted"]
+    assert devs["iphone13"].runners == ["ios-coreml", "predicted"]
     assert devs["pixel8"].runners == ["android-adb", "qai-hub", "predicted"] and devs["pixel8"].format == "tflite"
     assert devs["iphone14"].gpu["cores"] == 5 and devs["iphone13"].gpu["cores"] == 4
     assert devs["host"].runners == ["host-onnxruntime", "host-executorch", "host-litert", "host-pytorch", "predicted"]
@@ -90,7 +90,7 @@ def test_no_runner_error_names_every_runner_and_why(monkeypatch):
         choose_runner(load_device("iphone13"), "coreml")
     msg = str(exc.value)
     assert msg.startswith("iphone13:") and "\n" not in msg
-    assert "ios-xcode: needs macOS with Xcode" in msg or "ios-xcode: no iPhone 13 attached" in msg
+    assert "ios-coreml: measuring on an iPhone needs macOS with Xcode" in msg or "ios-coreml: no iPhone 13" in msg
     assert "predicted: not calibrated yet — run `hybridexport calibrate --device iphone13`" in msg
 
 
@@ -144,4 +144,4 @@ def test_bench_cli_on_iphone_here_is_a_one_line_error(capsys, tmp_path, predicte
     shutil.copy(__file__, out / "m" / "unused.txt")
     rc = main(["bench", "iformer-t", "--device", "iphone13", "--out", str(out)])
     err = capsys.readouterr().err
-    assert rc == 2 and "iphone13" in err and "ios-xcode" in err and "predicted" in err
+    assert rc == 2 and "iphone13" in err and "ios-coreml" in err and "predicted" in err

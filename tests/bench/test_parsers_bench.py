@@ -9,9 +9,7 @@ import pytest
 
 from hybridexport.bench.parsers import (
     parse_benchmark_model,
-    parse_compute_plan,
     parse_devicectl_devices,
-    parse_ios_result,
     parse_ort_trace,
 )
 from hybridexport.errors import InputFileError
@@ -153,47 +151,6 @@ def test_devicectl_truncated_and_not_devicectl(tmp_path):
         parse_devicectl_devices({"devices": []})
     with pytest.raises(InputFileError, match="result.devices"):
         parse_devicectl_devices({"info": {"outcome": "success"}, "result": {}})
-
-
-# ----------------------------------------------------------------------------- compute plan / iOS result
-
-
-def test_compute_plan_dump():
-    plan = parse_compute_plan(DATA / "coreml_compute_plan_tinynet_synthesized.json")
-    work = [o for o in plan.operations if o.estimated_cost is not None]
-    assert sum(o.estimated_cost for o in work) == pytest.approx(1.0, abs=1e-3)
-    assert {o.preferred_device for o in work} == {"ane", "cpu"}
-    conv = next(o for o in work if o.operator == "ios17.conv")
-    assert conv.name == "_native_batch_norm_legit_no_training_cast_fp16" and "ane" in conv.supported_devices
-
-
-def test_compute_plan_malformed(tmp_path):
-    data = json.loads((DATA / "coreml_compute_plan_tinynet_synthesized.json").read_text())
-    with pytest.raises(InputFileError, match="not a hybridexport.coreml-compute-plan"):
-        parse_compute_plan({**data, "format": "x"})
-    with pytest.raises(InputFileError, match="no operations"):
-        parse_compute_plan({**data, "operations": []})
-    bad = json.loads(json.dumps(data))
-    bad["operations"][9]["preferred_device"] = "TPU"
-    with pytest.raises(InputFileError, match="operation 9 is malformed"):
-        parse_compute_plan(bad)
-    bad["operations"][9]["preferred_device"] = "CPU"
-    bad["operations"][9]["estimated_cost"] = 3.0
-    with pytest.raises(InputFileError, match=r"\[0, 1\]"):
-        parse_compute_plan(bad)
-    p = tmp_path / "cut.json"
-    p.write_text((DATA / "coreml_compute_plan_tinynet_synthesized.json").read_text()[:300])
-    with pytest.raises(InputFileError, match="not valid JSON"):
-        parse_compute_plan(p)
-
-
-def test_ios_result():
-    res = parse_ios_result(DATA / "ios_bench_result_tinynet_synthesized.json")
-    assert len(res.runs_ms) == 10 and res.plan is not None and res.compute_units == "ALL"
-    with pytest.raises(InputFileError, match="runs_ms"):
-        parse_ios_result({"format": "hybridexport.ios-bench-result", "runs_ms": []})
-    with pytest.raises(InputFileError, match="runs_ms"):
-        parse_ios_result({"format": "hybridexport.ios-bench-result", "runs_ms": ["1.0"]})
 
 
 # ----------------------------------------------------------------------------- onnxruntime trace

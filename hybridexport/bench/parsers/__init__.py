@@ -5,11 +5,10 @@ input raises :class:`hybridexport.errors.InputFileError` with one line naming th
 """
 
 from hybridexport.bench.parsers.benchmark_model import BenchmarkModelOutput, OpRow, parse_benchmark_model
-from hybridexport.bench.parsers.compute_plan import ComputePlan, PlanOp, parse_compute_plan, parse_ios_result
 from hybridexport.bench.parsers.devicectl import IOSDevice, parse_devicectl_devices
 from hybridexport.bench.parsers.ort_trace import OrtTrace, parse_ort_trace
 
 __all__ = [
-    "BenchmarkModelOutput", "ComputePlan", "IOSDevice", "OpRow", "OrtTrace", "PlanOp",
-    "parse_benchmark_model", "parse_compute_plan", "parse_devicectl_devices", "parse_ios_result", "parse_ort_trace",
+    "BenchmarkModelOutput", "IOSDevice", "OpRow", "OrtTrace",
+    "parse_benchmark_model", "parse_devicectl_devices", "parse_ort_trace",
 ]

@@ -1,9 +1,12 @@
-"""``xcrun devicectl list devices --json-output PATH`` (Xcode 15+): the attached Apple devices.
+"""``xcrun devicectl list devices`` / ``device info details`` JSON (Xcode 15+): the attached Apple devices.
 
-The file is ``{"info": {"outcome": "success", ...}, "result": {"devices": [{"identifier": ...,
-"connectionProperties": {...}, "deviceProperties": {"name", "osVersionNumber"}, "hardwareProperties":
-{"productType": "iPhone14,5", "marketingName": "iPhone 13", "udid", "platform", "deviceType"}}]}}``;
-a failed command has ``"outcome": "failed"`` and an ``error`` with ``userInfo.NSLocalizedDescription``.
+``list devices --json-output PATH`` writes ``{"info": {"outcome": "success", ...}, "result": {"devices":
+[{"identifier": ..., "connectionProperties": {"tunnelState", "transportType", "pairingState"},
+"deviceProperties": {"name", "osVersionNumber", "osBuildUpdate", "developerModeStatus"},
+"hardwareProperties": {"productType": "iPhone14,5", "marketingName": "iPhone 13", "udid", "platform",
+"deviceType"}}]}}``; ``device info details --device ID`` writes the same object for one device as
+``result``. A failed command has ``"outcome": "failed"`` and an ``error`` with
+``userInfo.NSLocalizedDescription``.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ class IOSDevice:
     transport: str  # "wired", "localNetwork", ...
     developer_mode: str
     reality: str  # "physical" | "virtual"
+    os_build: str = ""
+    pairing_state: str = ""  # "paired" once the device trusts this Mac
 
     @property
     def usable(self) -> bool:
@@ -54,35 +59,48 @@ def _error_text(err: Any) -> str:
     return "; ".join(msgs) or "unknown error"
 
 
-def parse_devicectl_devices(source: str | Path | dict[str, Any]) -> list[IOSDevice]:
-    """Every device in a ``devicectl list devices`` JSON file."""
+def _result(source: str | Path | dict[str, Any]) -> tuple[Any, str]:
     data, where = _load(source)
     if not isinstance(data, dict) or "info" not in data:
         raise InputFileError(f"{where} is not devicectl JSON output (no 'info' object)")
     info = data["info"] if isinstance(data["info"], dict) else {}
     if info.get("outcome") != "success":
         raise InputFileError(f"devicectl reported failure in {where}: {_error_text(data.get('error'))}")
-    result = data.get("result")
+    return data.get("result"), where
+
+
+def _device(d: Any, where: str, what: str) -> IOSDevice:
+    if not isinstance(d, dict) or "identifier" not in d:
+        raise InputFileError(f"{where}: {what} has no identifier")
+    hw = d.get("hardwareProperties") or {}
+    dev = d.get("deviceProperties") or {}
+    conn = d.get("connectionProperties") or {}
+    return IOSDevice(
+        identifier=str(d["identifier"]),
+        udid=str(hw.get("udid", "")),
+        name=str(dev.get("name", "")),
+        product_type=str(hw.get("productType", "")),
+        marketing_name=str(hw.get("marketingName", "")),
+        device_type=str(hw.get("deviceType", "")),
+        os_version=str(dev.get("osVersionNumber", "")),
+        tunnel_state=str(conn.get("tunnelState", "")),
+        transport=str(conn.get("transportType", "")),
+        developer_mode=str(dev.get("developerModeStatus", "")),
+        reality=str(hw.get("reality", "physical")),
+        os_build=str(dev.get("osBuildUpdate", "")),
+        pairing_state=str(conn.get("pairingState", "")),
+    )
+
+
+def parse_devicectl_devices(source: str | Path | dict[str, Any]) -> list[IOSDevice]:
+    """Every device in a ``devicectl list devices`` JSON file."""
+    result, where = _result(source)
     if not isinstance(result, dict) or not isinstance(result.get("devices"), list):
         raise InputFileError(f"{where}: devicectl output has no result.devices list (truncated?)")
-    devices = []
-    for i, d in enumerate(result["devices"]):
-        if not isinstance(d, dict) or "identifier" not in d:
-            raise InputFileError(f"{where}: device {i} has no identifier")
-        hw = d.get("hardwareProperties") or {}
-        dev = d.get("deviceProperties") or {}
-        conn = d.get("connectionProperties") or {}
-        devices.append(IOSDevice(
-            identifier=str(d["identifier"]),
-            udid=str(hw.get("udid", "")),
-            name=str(dev.get("name", "")),
-            product_type=str(hw.get("productType", "")),
-            marketing_name=str(hw.get("marketingName", "")),
-            device_type=str(hw.get("deviceType", "")),
-            os_version=str(dev.get("osVersionNumber", "")),
-            tunnel_state=str(conn.get("tunnelState", "")),
-            transport=str(conn.get("transportType", "")),
-            developer_mode=str(dev.get("developerModeStatus", "")),
-            reality=str(hw.get("reality", "physical")),
-        ))
-    return devices
+    return [_device(d, where, f"device {i}") for i, d in enumerate(result["devices"])]
+
+
+def parse_devicectl_details(source: str | Path | dict[str, Any]) -> IOSDevice:
+    """The device in a ``devicectl device info details --device ID`` JSON file."""
+    result, where = _result(source)
+    return _device(result, where, "the device")

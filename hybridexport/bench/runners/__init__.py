@@ -2,7 +2,7 @@
 
 Contract shared by every runner (host, Android, iOS, predicted):
 
-* ``name``: registry key, e.g. ``host-onnxruntime``, ``android-adb``, ``ios-xcode``, ``predicted``.
+* ``name``: registry key, e.g. ``host-onnxruntime``, ``android-adb``, ``ios-coreml``, ``mac-coreml``, ``predicted``.
 * ``formats``: artifact formats it can run (``formats_for(device)``: those it takes for one device).
 * ``availability(device)`` → ``(ok, reason)``: can it serve ``device`` on this machine right now,
   and if not, why (one line a user can act on).
@@ -68,12 +68,14 @@ class BenchRequest:
         return None
 
     def op_table(self) -> OpTable | None:
-        """The artifact's op table: the one ``convert`` wrote beside it, else read from the file itself."""
+        """The artifact's op table: the one ``convert`` wrote beside it, else read from the file itself (which
+        carries module paths for ONNX and TFLite, not for Core ML)."""
         if self._table is None:
             from hybridexport.optable import OpTable
 
-            if self.manifest is not None and self.manifest.op_table_path() is not None:
-                self._table = OpTable.load(self.manifest.op_table_path())
+            side = self.manifest.op_table_path() if self.manifest is not None else None
+            if side is not None and side.exists():
+                self._table = OpTable.load(side)
             elif self.artifact_path() is not None:
                 from hybridexport.export.formats import for_path
 
@@ -121,7 +123,8 @@ RUNNERS: dict[str, str] = {
     "host-litert": "hybridexport.bench.runners.host_litert:LiteRTRunner",
     "host-pytorch": "hybridexport.bench.runners.host_pytorch:PyTorchEagerRunner",
     "android-adb": "hybridexport.bench.runners.android_adb:AndroidAdbRunner",
-    "ios-xcode": "hybridexport.bench.runners.ios_xcode:IOSXcodeRunner",
+    "ios-coreml": "hybridexport.bench.runners.apple_coreml:IOSCoreMLRunner",
+    "mac-coreml": "hybridexport.bench.runners.apple_coreml:MacCoreMLRunner",
     "qai-hub": "hybridexport.bench.runners.qai_hub:QaiHubRunner",
     "predicted": "hybridexport.bench.runners.predicted:PredictedRunner",
 }
