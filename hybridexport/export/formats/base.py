@@ -84,7 +84,7 @@ class Format(ABC):
 
     def key_options(self, opts: ExportOptions) -> dict[str, Any]:
         """The options that change what is written (part of the artifact's cache key)."""
-        return {"precision": opts.precision}
+        return {"precision": opts.precision, "input_names": list(opts.input_names)}
 
     def reference_inputs(self, opts: ExportOptions, shapes: list[list[int]], n: int) -> list[list[torch.Tensor]] | None:
         """Verification inputs the format needs instead of the default random ones (None: the default)."""

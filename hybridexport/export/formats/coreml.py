@@ -128,7 +128,7 @@ class CoreML(Format):
                                  "use --coreml-target iOS16 or leave it out")
 
     def key_options(self, opts: ExportOptions) -> dict[str, Any]:
-        return {"precision": opts.precision, "coreml_target": resolved_target(opts),
+        return {**super().key_options(opts), "coreml_target": resolved_target(opts),
                 "coreml_image_input": opts.coreml_image_input}
 
     def failure_hints(self, opts: ExportOptions, rewritten: bool) -> list[str]:
@@ -153,7 +153,7 @@ class CoreML(Format):
         with torch.no_grad():
             n_out = len(flatten_outputs(module(*examples)))
             traced = torch.jit.trace(module, examples, check_trace=False)
-        names = input_names(len(examples))
+        names = list(opts.input_names) or input_names(len(examples))
         if opts.coreml_image_input:
             p = image_params()
             inputs = [ct.ImageType(name=names[0], shape=tuple(examples[0].shape), scale=p["scale"], bias=p["bias"],
