@@ -567,3 +567,19 @@ def test_unknown_op_is_refused_before_running():
     assert err.value.op_types == ["non_maximum_suppression"]
     assert "`non_maximum_suppression` is not interpreted" in str(err.value)
     assert err.value.parity_reason == "not verified: MIL op `non_maximum_suppression` is not interpreted"
+
+
+def test_every_op_type_in_the_coreml_feature_cache_has_a_kernel():
+    """The committed cache lists the MIL op types of 54 converted zoo/timm models (column ``op_type``)."""
+    import gzip
+    import json
+    from pathlib import Path
+
+    import hybridexport.predict as predict
+    from hybridexport.export.mil import supported_ops
+
+    data = json.loads(gzip.decompress((Path(predict.__file__).parent / "data" / "features_coreml.json.gz").read_bytes()))
+    col = data["columns"].index("op_type")
+    seen = {row[col] for table in data["tables"].values() for row in table["rows"]}
+    assert len(seen) > 30
+    assert seen - set(supported_ops()) == set()

@@ -242,7 +242,15 @@ class Interpreter:
         return env
 
     def _call(self, fn: Callable[[Args], Any], args: Args, op: Any) -> tuple[torch.Tensor, ...]:
-        out = fn(args)
+        try:
+            out = fn(args)
+        except ProgramError:
+            raise
+        except (RuntimeError, ValueError, IndexError, TypeError, KeyError) as exc:
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise ProgramError(f"op '{op.name}' ({op.op_type}) failed: {type(exc).__name__}: {first}; the package is "
+                               "inconsistent or this kernel does not cover its inputs (report it with the package)"
+                               ) from exc
         results = out if isinstance(out, (tuple, list)) else (out,)
         if len(results) != len(op.outputs):
             raise ProgramError(f"kernel of '{op.op_type}' returned {len(results)} outputs, the op has {len(op.outputs)}")
