@@ -99,6 +99,28 @@ class Overflow(nn.Module):
         return self.head(self.norm(self.amp(t)).mean(1))
 
 
+class LayerScale(nn.Module):
+    def __init__(self, dim: int, init: float) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((1, dim, 1, 1), init))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma
+
+
+class Underflow(nn.Module):
+    """A layer scale of 1e-6 (timm initialises some at 1e-5): its products fall below fp16's normal range."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 4, 4)
+        self.scale = LayerScale(16, 1e-6)
+        self.head = nn.Linear(16, 4, bias=False)  # the output is made of the tiny values only
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.scale(self.stem(x)).mean((2, 3)))
+
+
 def _build(module: nn.Module, path: Path, **opts: Any) -> Path:
     example = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     with converter_output(False):
@@ -109,7 +131,8 @@ def _build(module: nn.Module, path: Path, **opts: Any) -> Path:
 @pytest.fixture(scope="module")
 def packages(tmp_path_factory) -> dict[str, Any]:
     d = tmp_path_factory.mktemp("mil-models")
-    models = {"conv": ConvNet().eval(), "attn": AttnNet().eval(), "overflow": Overflow().eval()}
+    models = {"conv": ConvNet().eval(), "attn": AttnNet().eval(), "overflow": Overflow().eval(),
+              "underflow": Underflow().eval()}
     with torch.no_grad():  # give BatchNorm statistics that are not the identity
         bn = models["conv"].stem[1]
         bn.running_mean.uniform_(-0.5, 0.5)
@@ -121,6 +144,7 @@ def packages(tmp_path_factory) -> dict[str, Any]:
     out["conv.int8"] = _build(models["conv"], d / "conv.int8.mlpackage", precision="int8")
     out["attn.image"] = _build(models["attn"], d / "attn.image.mlpackage", precision="fp16", coreml_image_input=True)
     out["overflow.fp16"] = _build(models["overflow"], d / "overflow.fp16.mlpackage", precision="fp16")
+    out["underflow.fp16"] = _build(models["underflow"], d / "underflow.fp16.mlpackage", precision="fp16")
     out["dir"] = d
     return out
 
@@ -272,6 +296,16 @@ def test_overflow_is_reported_at_the_module(packages):
     assert "'amp'" in tip and "overflows fp16" in tip and "op_selector" in tip and "rescale" in tip
     d = rep.to_dict()
     assert d["origins"][0] == first.name and d["ok"] is False
+
+
+def test_underflow_is_reported_at_the_module(packages):
+    rep = module_report(packages["underflow.fp16"], packages["models"]["underflow"])
+    jump = rep.first_jump
+    assert jump is not None and jump.module == "scale" and jump.op_type in ("mul", "conv")  # coremltools may fold it
+    assert jump.subnormal > 0.5 and jump.inherited_err <= rep.tolerance
+    assert not rep.origins and not rep.ok()
+    tip = rep.suggestions()[0]
+    assert "below fp16's normal range" in tip and "'scale'" in tip and "op_selector" in tip
 
 
 def test_clean_model_report_and_first_jump(packages):

@@ -86,6 +86,8 @@ def render(report: PrecisionReport, top: int | None = 15) -> Table:
             flag.append("[dim]inf/NaN in[/]")
         if jump is not None and o.name == jump.name:
             flag.append("[yellow]first > tol[/]")
+        if o.subnormal > 0.5:
+            flag.append("[yellow]< fp16 normal[/]")
         rel = _fmt(o.rel_err)
         if o.rel_err is not None and not o.rel_err <= report.tolerance:
             rel = f"[red]{rel}[/]"

@@ -34,6 +34,7 @@ from hybridexport.export.mil.program import Package, load_package
 from hybridexport.export.mil.run import feeds
 
 FP16_MAX = 65504.0
+FP16_MIN_NORMAL = 2.0**-14  # ≈ 6.1e-5: below it fp16 values are subnormal (fewer bits) and below 6e-8 zero
 _SUFFIX = re.compile(r"(_cast_fp16|_cast_fp32|_to_fp16|_to_fp32)+$")
 
 
@@ -62,6 +63,7 @@ class OpError:
     ref_max_abs: float | None = None  # largest |y_ref|
     inf: int = 0
     nan: int = 0
+    subnormal: float = 0.0  # share of the nonzero fp32 values below fp16's normal range (underflow)
     origin: str = ""  # "inf" or "nan" when this op is where they first appear
     inherited_err: float = 0.0  # largest error among its inputs
     consumers: list[str] = field(default_factory=list)  # reference op names of the ops that read this output
@@ -116,20 +118,30 @@ class PrecisionReport:
             out.append(f"{_where(o)} {what} ({rng}): " + self._fix(o, rescale=o.origin == "inf"))
         jump = self.first_jump
         if jump is not None and (not self.origins or jump.index < self.origins[0].index):
-            out.append(f"error first exceeds {self.tolerance:g} at {_where(jump)}: rel L2 {jump.rel_err:.2e} "
-                       f"(inputs {jump.inherited_err:.1e}): " + self._fix(jump, rescale=False))
+            head = f"error first exceeds {self.tolerance:g} at {_where(jump)}: rel L2 {jump.rel_err:.2e} " \
+                   f"(inputs {jump.inherited_err:.1e})"
+            if jump.subnormal > 0.5:  # most of what it must produce is below fp16's normal range
+                head += (f"; {jump.subnormal:.0%} of its fp32 values are below fp16's normal range "
+                         f"({FP16_MIN_NORMAL:.1e}, max |x| {jump.ref_max_abs:.1e}): they lose bits or flush to 0")
+                out.append(head + ": " + self._fix(jump, rescale=False, underflow=True))
+            else:
+                out.append(head + ": " + self._fix(jump, rescale=False))
         if not out:
             out.append(f"no op exceeds the tolerance {self.tolerance:g} and no inf/NaN appears: "
                        f"the outputs are {self.output_rel_err:.1e} from the fp32 program")
         return out
 
-    def _fix(self, o: OpError, rescale: bool) -> str:
+    def _fix(self, o: OpError, rescale: bool, underflow: bool = False) -> str:
         tail = ", or rescale its input/weights so its activations stay below 65504" if rescale else ""
+        if underflow:
+            tail = ", or rescale so its values stay above 6.1e-5 (e.g. fold a small layer scale into the next weights)"
         if self.precision == "fp32":
             return ("the program already computes in fp32, so rescale its input/weights so its activations stay "
                     "below 65504" if rescale else "the program already computes in fp32; look for a converter fault")
-        # the value must stay fp32 from the op that makes it to the ops that read it (a boundary cast makes nothing)
-        keep = ([] if o.op_type == "cast" else [o.reference_op or o.op_name]) + (o.consumers if rescale else [])
+        # an out-of-range value must stay fp32 from the op that makes it to the ops that read it
+        # (a boundary cast makes nothing itself)
+        keep = ([] if o.op_type == "cast" else [o.reference_op or o.op_name]) + (
+            o.consumers if rescale or underflow else [])
         names = ", ".join(f"'{n}'" for n in dict.fromkeys(keep))
         fp32 = (f"keep {names} in fp32: ct.convert(..., compute_precision=ct.transforms.FP16ComputePrecision("
                 f"op_selector=lambda op: op.name not in {{{names}}}))")
@@ -233,6 +245,9 @@ def compare_programs(program: Any, reference: Any, feed: dict[str, Any], ref_fee
                     row.rel_err = float("inf")
                 row.max_abs_err = float(diff.abs().max()) if diff.numel() else 0.0
                 row.ref_max_abs = float(rf.abs().max()) if rf.numel() else 0.0
+                nonzero = rf != 0
+                if row.dtype == "fp16" and bool(nonzero.any()):
+                    row.subnormal = float((rf[nonzero].abs() < FP16_MIN_NORMAL).double().mean())
                 errs[v.name] = row.rel_err
             if module_of is not None:
                 row.module, row.module_source = module_of(v.name, row.reference)
