@@ -22,7 +22,7 @@ from hybridexport.export.mil import NotInterpreted  # noqa: E402
 from hybridexport.export.mil.interpreter import Interpreter  # noqa: E402
 
 IOS15, IOS16, IOS17, IOS18 = ct.target.iOS15, ct.target.iOS16, ct.target.iOS17, ct.target.iOS18
-FEW = settings(max_examples=12, deadline=None, derandomize=True)
+FEW = settings(max_examples=8, deadline=None, derandomize=True)
 
 
 def _spec(a: np.ndarray) -> Any:

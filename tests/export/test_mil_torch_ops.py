@@ -24,7 +24,7 @@ from coremltools.converters.mil.mil import types  # noqa: E402
 from hybridexport.export.mil.interpreter import Interpreter  # noqa: E402
 
 IOS15, IOS16 = ct.target.iOS15, ct.target.iOS16
-FEW = settings(max_examples=10, deadline=None, derandomize=True)
+FEW = settings(max_examples=8, deadline=None, derandomize=True)
 seeds = st.integers(0, 2**31 - 1)
 
 
