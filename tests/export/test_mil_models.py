@@ -296,6 +296,9 @@ def test_overflow_is_reported_at_the_module(packages):
     assert "'amp'" in tip and "overflows fp16" in tip and "op_selector" in tip and "rescale" in tip
     d = rep.to_dict()
     assert d["origins"][0] == first.name and d["ok"] is False
+    out = run_package(packages["overflow.fp16"], [verification_inputs((1, 3, 16, 16), 1)[0].numpy()])[0][0]
+    assert np.isnan(out).all()  # what the device would return; parity must count it as a failure
+    assert np.isfinite(run_package(packages["attn.fp16"], [np.zeros((1, 3, 16, 16), np.float32)])[0][0]).all()
 
 
 def test_underflow_is_reported_at_the_module(packages):

@@ -115,14 +115,10 @@ class Interpreter:
         if "main" not in getattr(program, "functions", {}):
             raise ProgramError("the MIL program has no 'main' function")
         self.function = program.functions["main"]
-        missing = uninterpreted(self.function)
+        missing = uninterpreted(self.function)  # control flow (cond, while_loop) has no kernel either
         if missing:
             first = next(op.name for op in iter_ops(self.function) if op.op_type == missing[0])
             raise NotInterpreted(missing, first)
-        nested = [op.name for op in self.function.operations if getattr(op, "blocks", None)]
-        if nested:
-            raise NotInterpreted([next(op.op_type for op in self.function.operations if op.name == nested[0])],
-                                 nested[0])
         self.wide = wide
         self.fdtype = torch.float64 if wide else torch.float32
         self.precision = program_precision(self.function)

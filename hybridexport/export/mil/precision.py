@@ -134,7 +134,7 @@ class PrecisionReport:
     def _fix(self, o: OpError, rescale: bool, underflow: bool = False) -> str:
         tail = ", or rescale its input/weights so its activations stay below 65504" if rescale else ""
         if underflow:
-            tail = ", or rescale so its values stay above 6.1e-5 (e.g. fold a small layer scale into the next weights)"
+            tail = ", or rescale its input/weights so its values stay above 6.1e-5"
         if self.precision == "fp32":
             return ("the program already computes in fp32, so rescale its input/weights so its activations stay "
                     "below 65504" if rescale else "the program already computes in fp32; look for a converter fault")
