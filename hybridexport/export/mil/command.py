@@ -13,7 +13,8 @@ if TYPE_CHECKING:
 
 HELP = ("where a Core ML artifact loses precision: interpret its ML Program op by op (fp16 as stored) against "
         "the same model converted at fp32, and report each op's error by nn.Module, the first op beyond the "
-        "tolerance and any fp16 overflow (inf) or NaN, with a fix; exit 1 when there is a problem")
+        "tolerance and any fp16 overflow (inf), NaN or underflow, with a fix; exit 1 when an inf/NaN appears "
+        "or the outputs exceed the tolerance")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
