@@ -583,3 +583,20 @@ def test_every_op_type_in_the_coreml_feature_cache_has_a_kernel():
     seen = {row[col] for table in data["tables"].values() for row in table["rows"]}
     assert len(seen) > 30
     assert seen - set(supported_ops()) == set()
+
+
+def test_rounding_never_touches_a_value_another_op_reads():
+    """``cast`` to fp16 returns its input tensor; rounding it must not change the fp32 value read later."""
+    x = np.array([1.0 + 2.0**-12, 3.1, -7.3, 1e-7], np.float32)  # none of them is an fp16 value
+
+    @mb.program(input_specs=[mb.TensorSpec(shape=(4,))], opset_version=IOS16)
+    def prog(a):
+        half = mb.cast(x=a, dtype="fp16")
+        later = mb.add(x=a, y=np.float32(0.0))
+        return later, mb.transpose(x=half, perm=[0])
+
+    interp = Interpreter(prog)
+    res = interp.run([x]).outputs
+    later, half = (res[n] for n in interp.output_names)
+    np.testing.assert_array_equal(later, x)
+    np.testing.assert_array_equal(half, x.astype(np.float16))

@@ -37,6 +37,15 @@ from hybridexport.export.mil.registry import KERNELS, Args, Const
 
 _CONST_OPS = ("const",)
 _FLOAT_KINDS = ("fp16", "fp32", "fp64")
+#: ops whose results are input values moved or selected, never new values: with inputs of the output's
+#: dtype their results are exact and need no rounding (which would also copy their views)
+_EXACT = frozenset({
+    "reshape", "transpose", "expand_dims", "squeeze", "flatten2d", "slice_by_index", "slice_by_size", "split",
+    "concat", "stack", "tile", "reverse", "gather", "gather_along_axis", "gather_nd", "pixel_shuffle",
+    "pixel_unshuffle", "depth_to_space", "space_to_depth", "sliding_windows", "crop", "identity", "select",
+    "upsample_nearest_neighbor", "resize_nearest_neighbor", "relu", "max_pool", "reduce_max", "reduce_min",
+    "maximum", "minimum", "clip",
+})
 
 
 def mil_dtype(var: Any) -> str:
@@ -90,6 +99,7 @@ class _Step:
     kinds: list[str]
     shapes: list[tuple[int, ...] | None]
     free: list[str] = field(default_factory=list)  # values whose last use is this step
+    exact: bool = False  # results need no rounding (see _EXACT)
 
 
 @dataclass
@@ -154,6 +164,9 @@ class Interpreter:
                     self.consts[v.name] = Const(_to_numpy(t, kind), self.fdtype)
                 continue
             step = _Step(op, fn, args, [v.name for v in op.outputs], kinds, args.out_shapes)
+            floats = [mil_dtype(x) for v in op.inputs.values() for x in (v if isinstance(v, (list, tuple)) else [v])
+                      if mil_dtype(x) in _FLOAT_KINDS]
+            step.exact = op.op_type in _EXACT and len(set(kinds)) == 1 and all(k == kinds[0] for k in floats)
             for b in bindings.values():
                 for name in (b if isinstance(b, list) else [b]):
                     if isinstance(name, str):
@@ -186,8 +199,11 @@ class Interpreter:
                 step.args.env = env
                 results = self._call(step.fn, step.args, step.op)
                 stored = []
+                inputs = None if step.exact else self._storages(step.args)
                 for name, kind, shape, t in zip(step.outputs, step.kinds, step.shapes, results, strict=True):
-                    t = self._store(t, kind)
+                    if not (step.exact and isinstance(t, torch.Tensor) and t.dtype in (self.fdtype, torch.int32,
+                                                                                          torch.bool)):
+                        t = self._store(t, kind, inputs)
                     if shape is not None and tuple(t.shape) != shape:
                         raise ProgramError(
                             f"op '{step.op.name}' ({step.op.op_type}) computed shape {tuple(t.shape)} but the "
@@ -252,11 +268,29 @@ class Interpreter:
             raise ProgramError(f"kernel of '{op.op_type}' returned {len(results)} outputs, the op has {len(op.outputs)}")
         return tuple(results)
 
-    def _store(self, t: Any, kind: str) -> torch.Tensor:
-        """``t`` at the declared MIL dtype ``kind``, held in the compute dtype for floats."""
+    @staticmethod
+    def _storages(args: Args) -> set[int]:
+        """Storage addresses of an op's input tensors (its result must not be rounded in place over them)."""
+        out = set()
+        for b in args.bindings.values():
+            for x in (b if isinstance(b, list) else [b]):
+                t = x.tensor if isinstance(x, Const) else args.env.get(x)
+                if isinstance(t, torch.Tensor):
+                    out.add(t.untyped_storage().data_ptr())
+        return out
+
+    def _store(self, t: Any, kind: str, inputs: set[int] | None = None) -> torch.Tensor:
+        """``t`` at the declared MIL dtype ``kind``, held in the compute dtype for floats.
+
+        An fp16 result the kernel allocated itself (its storage is not one of ``inputs``) is rounded in
+        place; one that may alias an input is rounded into a new tensor.
+        """
         if not isinstance(t, torch.Tensor):
             t = torch.as_tensor(t)
         if kind == "fp16":
+            if (inputs is not None and t.dtype == self.fdtype and t.is_contiguous()
+                    and t.untyped_storage().data_ptr() not in inputs):
+                return t.copy_(t.to(torch.float16))
             return t.to(torch.float16).to(self.fdtype)
         if kind in ("fp32", "fp64"):
             return t.to(self.fdtype) if (self.wide or kind == "fp64") else t.to(torch.float32)
