@@ -8,10 +8,10 @@ coremltools fused (which PyTorch module hooks could not see); its end-to-end dis
 reported too, so converter faults are told apart from fp16 precision loss.
 
 Per op: the relative L2 error ``||y - y_ref|| / ||y_ref||`` against its twin, the largest magnitudes,
-and inf/NaN counts. ``first_jump`` is the first op in program order whose error exceeds the
-tolerance (its inputs are still within it, by order); ``origins`` are the ops where inf or NaN appear
-while none of their inputs has one, the classic fp16 failure of activations above 65504 before a
-LayerNorm, softmax or attention logits. Module paths come from the artifact's op table when it
+inf/NaN counts and the share of its fp32 values below fp16's normal range (underflow). ``first_jump``
+is the first op in program order whose error exceeds the tolerance (its inputs are still within it,
+by order); ``origins`` are the ops where inf or NaN appear while none of their inputs has one, the
+classic fp16 failure of activations above 65504 before a LayerNorm, softmax or attention logits. Module paths come from the artifact's op table when it
 exists, else from the reference conversion's TorchScript scopes (:func:`hybridexport.modpath.from_mil_op`).
 """
 
@@ -340,7 +340,7 @@ def module_report(artifact: str | Path, module: Any, *, reference_module: Any = 
     """:func:`precision_report` for a package converted from ``module`` (the module as converted, i.e.
     rewritten); ``reference_module`` (default ``module``) is the PyTorch model the outputs are compared with."""
     from hybridexport.export.cache import tool_versions
-    from hybridexport.export.mil.interpreter import METHODS
+    from hybridexport.export.mil import METHODS
     from hybridexport.export.options import TOLERANCE
     from hybridexport.export.verify import VERIFY_SEED_BASE, flatten_outputs
 
