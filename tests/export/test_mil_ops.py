@@ -600,3 +600,69 @@ def test_rounding_never_touches_a_value_another_op_reads():
     later, half = (res[n] for n in interp.output_names)
     np.testing.assert_array_equal(later, x)
     np.testing.assert_array_equal(half, x.astype(np.float16))
+
+
+def _const_program(op: str, opset: Any, **inputs: Any) -> tuple[Any, list[np.ndarray]]:
+    """A program computing ``op`` on constants only (left as an op, not folded) and coremltools' values for it."""
+    box: dict[str, Any] = {}
+
+    @mb.program(input_specs=[mb.TensorSpec(shape=(1,))], opset_version=opset)
+    def prog(dummy):
+        out = getattr(mb, op)(**inputs)
+        outs = list(out) if isinstance(out, (list, tuple)) else [out]
+        box["val"] = [None if o.val is None else np.asarray(o.val) for o in outs]
+        return (*outs, dummy)
+
+    return prog, box["val"]
+
+
+def test_ops_on_constants_left_in_the_program():
+    for op, opset, inputs in [
+        ("range_1d", IOS15, {"start": np.int32(1), "end": np.int32(9), "step": np.int32(3)}),
+        ("range_1d", IOS15, {"start": np.float32(0.5), "end": np.float32(2.0), "step": np.float32(0.25)}),
+        ("fill", IOS15, {"shape": np.array([2, 3], np.int32), "value": np.float32(-2.5)}),
+        ("topk", IOS16, {"x": np.array([[3.0, 1.0, 2.0, 5.0]], np.float32), "k": 2, "return_indices": False}),
+    ]:
+        prog, want = _const_program(op, opset, **inputs)
+        interp = Interpreter(prog)
+        got = interp.run([np.zeros(1, np.float32)]).outputs
+        for name, w in zip(interp.output_names, want, strict=False):
+            if w is not None:
+                np.testing.assert_allclose(got[name].astype(np.float64), w.astype(np.float64), err_msg=op)
+
+
+def test_scatter_sdpa_and_quantization():
+    r = np.random.default_rng(7)
+    data = r.normal(size=(5, 3)).astype(np.float32)
+    idx = np.array([4, 0], np.int32)
+    upd = r.normal(size=(2, 3)).astype(np.float32)
+    for mode, fn in (("update", lambda c, u: u), ("add", np.add)):
+        want = data.copy()
+        want[idx] = fn(want[idx], upd)
+        got = interpret("scatter", {"data": data}, indices=idx, updates=upd, axis=0, mode=mode)[0]
+        np.testing.assert_allclose(got, want, rtol=1e-6, err_msg=mode)
+    import torch
+
+    q, k, v = (r.normal(size=(1, 2, 5, 4)).astype(np.float32) for _ in range(3))
+    mask = r.random((5, 5)) > 0.3
+    np.fill_diagonal(mask, True)
+
+    @mb.program(input_specs=[_spec(q), _spec(k)], opset_version=IOS18)
+    def prog(a, b):
+        return mb.scaled_dot_product_attention(query=a, key=b, value=v, attn_mask=mask)
+
+    got = next(iter(Interpreter(prog).run([q, k]).outputs.values()))
+    want = torch.nn.functional.scaled_dot_product_attention(*(torch.from_numpy(t) for t in (q, k, v)),
+                                                            attn_mask=torch.from_numpy(mask))
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-5, atol=1e-6)
+    x = r.normal(size=(3, 4)).astype(np.float32)
+    scale, zp = np.float32(0.02), np.int8(3)
+    got = interpret("quantize", {"input": x}, IOS17, scale=scale, zero_point=zp, output_dtype="int8")[0]
+    np.testing.assert_array_equal(got, np.clip(np.rint(x / scale) + 3, -128, 127).astype(np.int8))
+    qd = r.integers(-128, 128, size=(3, 4)).astype(np.int8)
+    prog, _ = _const_program("dequantize", IOS17, input=qd, scale=np.array([0.1, 0.2, 0.3], np.float32),
+                             zero_point=np.array([1, -2, 0], np.int8), axis=0)
+    interp = Interpreter(prog)
+    got = interp.run([np.zeros(1, np.float32)]).outputs[interp.output_names[0]]
+    want = (qd.astype(np.float32) - np.array([1, -2, 0])[:, None]) * np.array([0.1, 0.2, 0.3], np.float32)[:, None]
+    np.testing.assert_allclose(got, want, rtol=1e-6)

@@ -91,6 +91,7 @@ def uninterpreted_ops(path: str | Path) -> list[str]:
 
 def supported_ops() -> list[str]:
     """Every MIL op type the interpreter has a kernel for."""
+    from hybridexport.export.mil import kernels  # noqa: F401  (registers them)
     from hybridexport.export.mil.registry import KERNELS
 
     return sorted(KERNELS)
