@@ -281,7 +281,7 @@ def _verify(fmt: Format, artifact: Path, inputs: list[list[Any]], reference: lis
         raise ConversionError(
             f"{fmt.title} {opts.precision} artifact of {model_name} does not match PyTorch: rel L2 error "
             f"{parity.rel_l2_err:.2e} > tolerance {opts.tolerance:g}{top1}; nothing was written. Re-run with "
-            f"{', or '.join(tries)}"
+            f"{', or '.join(tries)}{fmt.mismatch_hint(opts)}"
         )
     parity.reason += " (kept with --keep-mismatch)"
     return parity

@@ -83,7 +83,8 @@ def compare(
             if r.shape != g.shape:
                 raise ValueError(f"artifact output {k} has {g.size} values, PyTorch {r.size}")
             diff = g - r
-            max_abs = max(max_abs, float(np.max(np.abs(diff))) if diff.size else 0.0)
+            worst_abs = float(np.max(np.abs(diff))) if diff.size else 0.0
+            max_abs = max(max_abs, worst_abs) if np.isfinite(worst_abs) else float("inf")  # a NaN or inf is the worst
             denom = float(np.linalg.norm(r))
             rel = float(np.linalg.norm(diff)) / denom if denom > 0 else float(np.linalg.norm(diff))
             if np.isfinite(worst_rel) and not rel <= worst_rel:  # NaN counts as the worst, and stays

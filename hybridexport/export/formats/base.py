@@ -94,6 +94,10 @@ class Format(ABC):
         """How the parity check runs the artifact here."""
         return self.runtime
 
+    def mismatch_hint(self, opts: ExportOptions) -> str:
+        """What to run on an artifact kept with ``--keep-mismatch`` to find where it diverges ("" for none)."""
+        return ""
+
     def failure_hints(self, opts: ExportOptions, rewritten: bool) -> list[str]:
         """What may help when conversion fails, leaving out anything already given."""
         hints = ["--no-rewrite"] if rewritten else []
