@@ -107,8 +107,8 @@ def measure(name: str, path: Path, n_inputs: int) -> dict[str, Any]:
         row.update(status="not interpreted", missing=exc.op_types)
         return row
     loaded = build_model(name, resolution=man.resolution)
-    inputs = verification_inputs(loaded.input_shape, n_inputs)
-    reference = reference_outputs(loaded.module, inputs)
+    inputs = [xs[0] for xs in verification_inputs(loaded.input_shapes, n_inputs)]
+    reference = reference_outputs(loaded.module, [[x] for x in inputs])
     t0 = time.perf_counter()
     actual = [[interp.run(feeds(pkg, x.numpy())).outputs[o.name].astype("float32") for o in pkg.outputs]
               for x in inputs]
@@ -142,7 +142,7 @@ def speed(name: str, path: Path, repeats: int) -> dict[str, Any]:
     build_s = time.perf_counter() - t0
     loaded = build_model(name, resolution=man.resolution)
     rewritten, _ = run_pipeline(loaded.module, loaded.example_input(), passes=man.passes, count=False)
-    x = verification_inputs(loaded.input_shape, 1)[0]
+    x = verification_inputs(loaded.input_shapes, 1)[0][0]
     feed = feeds(pkg, x.numpy())
     times: dict[str, list[float]] = {"interpreter": [], "eager": [], "eager_rewritten": []}
     with torch.inference_mode():

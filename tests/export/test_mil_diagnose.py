@@ -52,7 +52,7 @@ def test_bad_options_and_paths_are_one_line_errors(tmp_path):
         command.run(_args(str(pkg)))
     assert isinstance(err.value, HybridExportError) and "\n" not in str(err.value)
     (tmp_path / "plain.mlpackage.json").write_text(json.dumps({"format": "onnx"}))
-    with pytest.raises(InputFileError, match="not a hybridexport manifest"):
+    with pytest.raises(InputFileError, match="manifest version None is not"):
         command.run(_args(str(pkg)))
 
 

@@ -150,8 +150,8 @@ def packages(tmp_path_factory) -> dict[str, Any]:
 
 
 def _parity(packages: dict[str, Any], model: str, key: str, inputs: list[torch.Tensor] | None = None) -> Any:
-    inputs = inputs or verification_inputs((1, 3, 16, 16), 3)
-    reference = reference_outputs(packages["models"][model], inputs)
+    inputs = inputs or [xs[0] for xs in verification_inputs([(1, 3, 16, 16)], 3)]
+    reference = reference_outputs(packages["models"][model], [[x] for x in inputs])
     return compare(reference, run_package(packages[key], [x.numpy() for x in inputs]), TOLERANCE["fp16"])
 
 
@@ -160,15 +160,15 @@ def test_parity_with_pytorch(packages, model):
     p32 = _parity(packages, model, f"{model}.fp32")
     p16 = _parity(packages, model, f"{model}.fp16")
     assert p32.rel_l2_err <= TOLERANCE["fp32"], p32.reason
-    assert p16.verified and p16.top1_agreement == 1.0, p16.reason
+    assert p16.verified and p16.top1_agreement in (1.0, None), p16.reason  # None: several outputs
     assert p16.rel_l2_err > 10 * p32.rel_l2_err  # fp16 rounding really happened
     assert p16.rel_l2_err > 1e-5
 
 
 def test_outputs_come_in_spec_order(packages):
-    x = verification_inputs((1, 3, 16, 16), 1)
+    x = [xs[0] for xs in verification_inputs([(1, 3, 16, 16)], 1)]
     outs = run_package(packages["conv.fp32"], [x[0].numpy()])[0]
-    ref = reference_outputs(packages["models"]["conv"], x)[0]
+    ref = reference_outputs(packages["models"]["conv"], [x])[0]
     assert [o.shape for o in outs] == [r.shape for r in ref]
     for o, r in zip(outs, ref, strict=True):
         np.testing.assert_allclose(o, r, rtol=1e-4, atol=1e-5)
@@ -297,7 +297,7 @@ def test_overflow_is_reported_at_the_module(packages):
     assert "'amp'" in tip and "overflows fp16" in tip and "op_selector" in tip and "rescale" in tip
     d = rep.to_dict()
     assert d["origins"][0] == first.name and d["ok"] is False
-    out = run_package(packages["overflow.fp16"], [verification_inputs((1, 3, 16, 16), 1)[0].numpy()])[0][0]
+    out = run_package(packages["overflow.fp16"], [[xs[0] for xs in verification_inputs([(1, 3, 16, 16)], 1)][0].numpy()])[0][0]
     assert np.isnan(out).all()  # what the device would return; parity must count it as a failure
     assert np.isfinite(run_package(packages["attn.fp16"], [np.zeros((1, 3, 16, 16), np.float32)])[0][0]).all()
 
@@ -332,7 +332,7 @@ def test_clean_model_report_and_first_jump(packages):
 def test_interpreter_records_every_op(packages):
     pkg = load_package(packages["attn.fp16"])
     interp = Interpreter(pkg.program)
-    res = interp.run([verification_inputs((1, 3, 16, 16), 1)[0].numpy()], record=True)
+    res = interp.run([[xs[0] for xs in verification_inputs([(1, 3, 16, 16)], 1)][0].numpy()], record=True)
     computed = [v.name for s in interp.steps for v in s.op.outputs]
     assert list(res.trace) == computed
     assert all(res.trace[n].dtype in (np.float16, np.float32, np.int32, np.bool_) for n in computed)

@@ -29,8 +29,8 @@ def artifacts(tmp_path_factory) -> dict[str, str]:
 @pytest.mark.parametrize("model", MODELS)
 def test_fp16_package_matches_pytorch(artifacts, model):
     loaded = build_model(model)
-    inputs = verification_inputs(loaded.input_shape, 2)
-    parity = compare(reference_outputs(loaded.module, inputs), run_package(artifacts[model], [x.numpy() for x in inputs]),
+    inputs = [xs[0] for xs in verification_inputs(loaded.input_shapes, 2)]
+    parity = compare(reference_outputs(loaded.module, [[x] for x in inputs]), run_package(artifacts[model], [x.numpy() for x in inputs]),
                      TOLERANCE["fp16"])
     assert parity.verified and parity.top1_agreement == 1.0, parity.reason
     assert parity.rel_l2_err > 1e-5  # fp16 rounding happened

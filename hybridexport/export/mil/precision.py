@@ -453,9 +453,12 @@ def _module_mapper(artifact: Path, scopes: dict[str, str]) -> tuple[Callable[[st
 
         def from_table(name: str, twin: str) -> tuple[str, str]:
             m = table.module_of(name)
-            return (m, "op_table") if m else ("", "")
+            if m:
+                return m, "op_table"
+            m = scopes.get(twin, "") if twin else ""  # ops the table leaves out (casts, constants' consumers)
+            return (m, "scope") if m else ("", "")
 
-        return from_table, f"the artifact's op table ({table_path.name})"
+        return from_table, f"the artifact's op table ({table_path.name}), else the fp32 reference's scopes"
 
     def from_scopes(name: str, twin: str) -> tuple[str, str]:
         m = scopes.get(twin, "") if twin else ""
