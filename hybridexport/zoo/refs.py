@@ -353,9 +353,20 @@ def _from_program(ep: Any, name: str, shapes: list[tuple[int, ...]] | None, chec
     if not shapes:
         raise ModelFileError(f"'{name}' carries no example inputs; pass --input-shape (one per input)")
     spec = ModelSpec(name=name, family="user", variant=name, resolution=_square(shapes), source=source)
-    module = ep.module()
+    module = _module_of(ep)
     return _finish(LoadedModel(spec=spec, module=module, resolution=_square(shapes), input_shapes=shapes,
                                examples=given if [tuple(x.shape) for x in given] == shapes else None), checkpoint, strict)
+
+
+def _module_of(ep: Any) -> nn.Module:
+    """The program as a module with the original submodule names (``torch.export.unflatten``), so per-layer
+    rows map to ``stem.0``-style paths in every format; a program unflatten cannot take runs flat."""
+    import torch
+
+    try:
+        return torch.export.unflatten(ep)
+    except Exception:  # noqa: BLE001 - unflatten is best effort; the flat module computes the same
+        return ep.module()
 
 
 def _finish(loaded: LoadedModel, checkpoint: str | Path | None, strict: bool) -> LoadedModel:
