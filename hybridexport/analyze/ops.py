@@ -99,7 +99,8 @@ def export_program(module: nn.Module, example_input: torch.Tensor | tuple[torch.
         return torch.export.export(module, args, strict=False)
 
 
-def graph_ops(module: nn.Module | torch.export.ExportedProgram, example_input: torch.Tensor | None = None) -> dict:
+def graph_ops(module: nn.Module | torch.export.ExportedProgram,
+              example_input: torch.Tensor | tuple[torch.Tensor, ...] | None = None) -> dict:
     """Op histogram of ``module`` traced on ``example_input`` (see :func:`count_ops` for the keys).
 
     An already exported program is counted as is (``example_input`` is then ignored).

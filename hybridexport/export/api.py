@@ -64,7 +64,7 @@ class _Rewrites:
             from hybridexport.rewrite.pipeline import run_pipeline
 
             t0 = time.perf_counter()
-            module, report = run_pipeline(self.loaded.module, self.loaded.example_input(), passes=list(names),
+            module, report = run_pipeline(self.loaded.module, self.loaded.example_inputs(), passes=list(names),
                                           target=fmt, count=False)
             d = report.to_dict()
             d = {k: v for k, v in d.items() if k not in ("ops_before", "ops_after")}

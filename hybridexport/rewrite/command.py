@@ -10,7 +10,9 @@ HELP = "rewrite a model into mobile-friendly ops (verified passes) and report wh
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", metavar="MODEL", nargs="?", help="e.g. mobilevit-xxs, iformer-t, mobileformer-26m, timm:<name>")
+    from hybridexport.cliargs import MODEL_HELP, add_model_arguments
+
+    parser.add_argument("model", metavar="MODEL", nargs="?", help=MODEL_HELP)
     parser.add_argument(
         "--passes", default=None, metavar="A,B,...",
         help="comma-separated passes (default: the target's pipeline; see --list-passes)",
@@ -19,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--target", default=None, metavar="TARGET",
         help="pick the target's default pipeline (onnx, tflite, coreml, executorch, coreml-ane)",
     )
-    parser.add_argument("--resolution", type=int, default=None, metavar="N", help="square input size (default: the card's)")
+    add_model_arguments(parser, names=False)
     parser.add_argument("--checkpoint", default=None, metavar="PATH", help="local .pth/.pt/.safetensors weights to load")
     parser.add_argument("--allow-mismatch", action="store_true", help="load the checkpoint's matching keys only")
     parser.add_argument("--list-passes", action="store_true", help="list the passes and exit")
@@ -34,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from hybridexport.rewrite.base import known_pass_names, load_passes
     from hybridexport.rewrite.pipeline import TARGET_PASSES, resolve_passes, run_pipeline
     from hybridexport.rewrite.report import render_report
-    from hybridexport.zoo import build_model, resolve
+    from hybridexport.zoo.refs import check_reference, load_model
 
     if args.list_passes:
         registry = load_passes()
@@ -48,16 +50,16 @@ def run(args: argparse.Namespace) -> int:
     if args.target is not None and args.passes is None and args.target not in TARGET_PASSES:
         known = ", ".join(sorted(TARGET_PASSES))
         raise ConversionError(f"unknown rewrite target '{args.target}'; known targets: {known}")
-    if args.resolution is not None and args.resolution < 1:
-        raise ConversionError(f"--resolution {args.resolution} is not a size; pass a positive number (e.g. 224)")
-    resolve(args.model)
+    shapes = getattr(args, "input_shape", None)
+    check_reference(args.model, args.resolution, shapes)  # a bad reference fails here, before building
     torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
     with err_console.status(f"rewriting {args.model} ({', '.join(names)})…"):
-        loaded = build_model(args.model, checkpoint=args.checkpoint, resolution=args.resolution,
-                             strict=not args.allow_mismatch)
-        _, report = run_pipeline(loaded.module, loaded.example_input(), passes=names, target=args.target)
+        loaded = load_model(args.model, checkpoint=args.checkpoint, resolution=args.resolution,
+                            input_shapes=shapes, strict=not args.allow_mismatch)
+        _, report = run_pipeline(loaded.module, loaded.example_inputs(), passes=names, target=args.target)
     if args.json:
-        data = {"model": loaded.name, "resolution": loaded.resolution, **report.to_dict()}
+        data = {"model": loaded.name, "resolution": loaded.resolution,
+                "input_shapes": [list(s) for s in loaded.input_shapes], **report.to_dict()}
         sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
         return 0
     render_report(report, console, title=f"rewrite {loaded.name} @ {loaded.resolution}")

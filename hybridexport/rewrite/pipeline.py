@@ -52,7 +52,7 @@ def resolve_passes(passes: Sequence[str] | str | None = None, target: str | None
 
 def run_pipeline(
     module: nn.Module,
-    example_input: torch.Tensor,
+    example_input: torch.Tensor | tuple[torch.Tensor, ...],
     passes: Sequence[str] | str | None = None,
     target: str | None = None,
     *,
@@ -117,7 +117,7 @@ def run_pipeline(
     return current.eval(), report
 
 
-def _safe_count(model: nn.Module, example: torch.Tensor) -> tuple[dict[str, Any], int | None, str]:
+def _safe_count(model: nn.Module, example: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[dict[str, Any], int | None, str]:
     try:
         return count_ops(model, example)
     except Exception as exc:  # an unexportable model still gets rewritten; the counts say why they are empty

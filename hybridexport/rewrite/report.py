@@ -80,7 +80,7 @@ class RewriteReport:
         }
 
 
-def count_ops(module: nn.Module, example: torch.Tensor) -> tuple[dict[str, Any], int | None, str]:
+def count_ops(module: nn.Module, example: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[dict[str, Any], int | None, str]:
     """Op histogram (``hybridexport.analyze.graph_ops``) and rank-5 count: ``(ops, rank5, source)``."""
     from hybridexport.analyze import graph_ops
 

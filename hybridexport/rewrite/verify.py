@@ -38,20 +38,27 @@ def flatten_outputs(out: Any) -> list[torch.Tensor]:
     return []
 
 
-def verification_inputs(example: torch.Tensor, extra: int = 1, seed: int = 1234) -> list[torch.Tensor]:
-    """The example input plus ``extra`` seeded random inputs of the same shape and dtype."""
-    inputs = [example]
+def as_args(example: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """One example tensor or a tuple of them (one per model input) → the positional arguments."""
+    return (example,) if isinstance(example, torch.Tensor) else tuple(example)
+
+
+def verification_inputs(example: torch.Tensor | Sequence[torch.Tensor], extra: int = 1,
+                        seed: int = 1234) -> list[tuple[torch.Tensor, ...]]:
+    """The example input(s) plus ``extra`` seeded random sets of the same shapes and dtypes."""
+    args = as_args(example)
+    inputs = [args]
     g = torch.Generator().manual_seed(seed)
     for _ in range(extra):
-        inputs.append(torch.randn(example.shape, generator=g).to(example.dtype))
+        inputs.append(tuple(torch.randn(a.shape, generator=g).to(a.dtype) for a in args))
     return inputs
 
 
 @torch.no_grad()
-def run_outputs(model: nn.Module, inputs: Sequence[torch.Tensor]) -> list[list[torch.Tensor]]:
-    """Outputs of ``model`` (eval mode) for each input, flattened to tensor lists."""
+def run_outputs(model: nn.Module, inputs: Sequence[Sequence[torch.Tensor]]) -> list[list[torch.Tensor]]:
+    """Outputs of ``model`` (eval mode) for each input set, flattened to tensor lists."""
     model.eval()
-    return [[t.detach().float() for t in flatten_outputs(model(x))] for x in inputs]
+    return [[t.detach().float() for t in flatten_outputs(model(*as_args(x)))] for x in inputs]
 
 
 def compare_outputs(

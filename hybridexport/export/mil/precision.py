@@ -408,7 +408,7 @@ def _rebuild(man: Any, checkpoint: str | None) -> tuple[Any, Any, dict[str, Any]
     if man.passes:
         from hybridexport.rewrite.pipeline import run_pipeline
 
-        module, report = run_pipeline(loaded.module, loaded.example_input(), passes=man.passes, count=False)
+        module, report = run_pipeline(loaded.module, loaded.example_inputs(), passes=man.passes, count=False)
         if list(report.applied()) != list(man.passes):
             raise InputFileError(f"rewriting {man.model} again applied {list(report.applied())}, the artifact was "
                                  f"converted with {man.passes}; re-run `hybridexport convert --force`")
