@@ -10,6 +10,8 @@ HELP = "rewrite a model into mobile-friendly ops (verified passes) and report wh
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from hybridexport.cliargs import ranged
+
     parser.add_argument("model", metavar="MODEL", nargs="?", help="e.g. mobilevit-xxs, iformer-t, mobileformer-26m, timm:<name>")
     parser.add_argument(
         "--passes", default=None, metavar="A,B,...",
@@ -19,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--target", default=None, metavar="TARGET",
         help="pick the target's default pipeline (onnx, tflite, coreml, executorch, coreml-ane)",
     )
-    parser.add_argument("--resolution", type=int, default=None, metavar="N", help="square input size (default: the card's)")
+    parser.add_argument("--resolution", type=ranged(1, 8192), default=None, metavar="N",
+                        help="square input size (default: the card's)")
     parser.add_argument("--checkpoint", default=None, metavar="PATH", help="local .pth/.pt/.safetensors weights to load")
     parser.add_argument("--allow-mismatch", action="store_true", help="load the checkpoint's matching keys only")
     parser.add_argument("--list-passes", action="store_true", help="list the passes and exit")
@@ -29,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from hybridexport.console import console, err_console
+    from hybridexport.console import console, err_console, plain
     from hybridexport.errors import ConversionError
     from hybridexport.rewrite.base import known_pass_names, load_passes
     from hybridexport.rewrite.pipeline import TARGET_PASSES, resolve_passes, run_pipeline
@@ -52,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConversionError(f"--resolution {args.resolution} is not a size; pass a positive number (e.g. 224)")
     resolve(args.model)
     torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
-    with err_console.status(f"rewriting {args.model} ({', '.join(names)})…"):
+    with err_console.status(f"rewriting {plain(args.model)} ({', '.join(names)})…"):
         loaded = build_model(args.model, checkpoint=args.checkpoint, resolution=args.resolution,
                              strict=not args.allow_mismatch)
         _, report = run_pipeline(loaded.module, loaded.example_input(), passes=names, target=args.target)
