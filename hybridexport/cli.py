@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "devices": "hybridexport.bench.devices_command",
     "calibrate": "hybridexport.calibrate.command",
     "compare": "hybridexport.report.command",
+    "diagnose": "hybridexport.export.mil.command",
 }
 
 

@@ -80,3 +80,37 @@ def writable_file(path: str | Path, flag: str = "--out") -> Path:
     if not os.access(base, os.W_OK | os.X_OK):
         raise InputFileError(f"{flag} '{p}': '{base}' is not writable; pass a path you can write to")
     return p
+
+
+def shape(text: str) -> tuple[int, ...]:
+    """An argparse ``type`` for ``--input-shape``: ``1x3x512x384`` → (1, 3, 512, 384), every dimension ≥ 1."""
+    parts = str(text).strip().lower().replace("×", "x").split("x")
+    try:
+        dims = tuple(int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a shape; write its dimensions joined by x, e.g. "
+                                         "1x3x512x384") from None
+    bad = [d for d in dims if d < 1]
+    if bad:
+        raise argparse.ArgumentTypeError(f"'{text}' has a dimension of {bad[0]}; every dimension must be at least 1")
+    if any(d > 1 << 20 for d in dims) or len(dims) > 8:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a model input shape (at most 8 dimensions of ≤ 2^20)")
+    return dims
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, *, resolution: bool = True, names: bool = True) -> None:
+    """The options every command that builds a model takes: resolution, input shapes (and input names, for
+    the commands that write an artifact)."""
+    if resolution:
+        parser.add_argument("--resolution", type=ranged(1, 8192), default=None, metavar="N",
+                            help="square image input N×N (default: the model's)")
+    parser.add_argument("--input-shape", type=shape, action="append", default=None, metavar="1x3xHxW",
+                        help="an input's shape (repeat for several inputs; non-square images, token inputs, ...)")
+    if names:
+        parser.add_argument("--input-name", action="append", default=None, metavar="NAME",
+                            help="names of the inputs in the Core ML and ONNX artifacts, in order (repeat; default: input, or input_0, input_1, ...)")
+
+
+MODEL_HELP = ("a zoo name (`hybridexport list`), timm:<name> or timm:<name>(kw=value), path/to/file.py:factory or "
+              "file.py:factory(kw=value, ...) — this imports and runs that file, your own code — or a model.pt2 "
+              "saved with torch.export.save (only its tensors are loaded)")

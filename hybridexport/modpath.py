@@ -114,6 +114,18 @@ def from_torchscript_scope(scope: str) -> str:
     return clean_path(scope.split("/")[-1])
 
 
+def from_mil_op(op: Any) -> str:
+    """The module path coremltools recorded on a MIL op converted from a TorchScript trace (``""`` if none).
+
+    Its ``TORCHSCRIPT_MODULE_NAME`` scope lists the module names and, last, the TorchScript value."""
+    try:
+        from coremltools.converters.mil.mil.scope import ScopeSource
+    except ImportError:  # pragma: no cover - coremltools is a dependency
+        return UNMAPPED
+    names = (getattr(op, "scopes", None) or {}).get(ScopeSource.TORCHSCRIPT_MODULE_NAME)
+    return clean_path(".".join(str(n) for n in names[:-1])) if names else UNMAPPED
+
+
 _LITERT_TRAILER = re.compile(r"^\d*$")
 
 

@@ -1,4 +1,5 @@
-"""``hybridexport info MODEL``: params, BN-folded params, MACs, peak activations, stages, op histogram."""
+"""``hybridexport info MODEL``: params, BN-folded params, MACs, peak activations, stages, op histogram;
+``hybridexport info path/to/artifact``: what an exported file holds (:mod:`hybridexport.analyze.artifact`)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ HELP = "analyse a model: params (as built and BN-folded), MACs, peak activation 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from hybridexport.cliargs import ranged
+    from hybridexport.cliargs import MODEL_HELP, add_model_arguments
 
-    parser.add_argument("model", metavar="MODEL", help="e.g. iformer-m, mobilevit-xxs, mobileformer-294m, timm:<name>")
-    parser.add_argument("--resolution", type=ranged(1, 8192), default=None, metavar="N",
-                        help="square input size (default: the card's)")
+    parser.add_argument("model", metavar="MODEL",
+                        help=MODEL_HELP + "; or an artifact (.mlpackage, .onnx, .tflite, .pte, made anywhere): its "
+                        "inputs, op histogram, module paths and, for Core ML, Neural Engine findings")
+    add_model_arguments(parser, names=False)
     parser.add_argument("--checkpoint", default=None, metavar="PATH", help="local .pth/.pt/.safetensors weights to load")
     parser.add_argument("--allow-mismatch", action="store_true", help="load the checkpoint's matching keys only")
     parser.add_argument("--json", action="store_true", help="print the analysis as JSON on stdout")
@@ -30,26 +32,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _load(args: argparse.Namespace, meta: bool):  # -> LoadedModel
     import torch
 
-    from hybridexport.zoo import build_model
+    from hybridexport.zoo.refs import load_model
 
+    shapes = getattr(args, "input_shape", None)
     if meta:
         with torch.device("meta"):
-            return build_model(args.model, resolution=args.resolution)
-    return build_model(args.model, checkpoint=args.checkpoint, resolution=args.resolution,
-                       strict=not args.allow_mismatch)
+            return load_model(args.model, resolution=args.resolution, input_shapes=shapes)
+    return load_model(args.model, checkpoint=args.checkpoint, resolution=args.resolution, input_shapes=shapes,
+                      strict=not args.allow_mismatch)
 
 
 def analyze_from_args(args: argparse.Namespace, on_step=None):  # -> ModelAnalysis
-    """Build and analyse. Without a checkpoint the model is built on the ``meta`` device (no weights
-    are materialised: nothing of the analysis depends on their values); a model that cannot run there
-    is rebuilt on the CPU."""
+    """Build and analyse. A zoo or timm model without a checkpoint is built on the ``meta`` device (no
+    weights are materialised: nothing of the analysis depends on their values); a model that cannot run
+    there, and the user's own model files and programs, are built on the CPU."""
     from hybridexport.analyze.model import analyze
     from hybridexport.errors import ConversionError, HybridExportError
-    from hybridexport.zoo import resolve
+    from hybridexport.zoo.refs import check_reference, is_reference
 
-    resolve(args.model)  # unknown names fail here, before anything is built
+    check_reference(args.model, args.resolution, getattr(args, "input_shape", None))  # fails before building
     step = on_step or (lambda _m: None)
-    if args.checkpoint is None:
+    if args.checkpoint is None and not is_reference(args.model):
         try:
             step("building on the meta device")
             return analyze(_load(args, meta=True), on_step=step)
@@ -64,11 +67,14 @@ def analyze_from_args(args: argparse.Namespace, on_step=None):  # -> ModelAnalys
     except RuntimeError as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         native = loaded.spec.resolution
-        fix = (f"pass --resolution {native} (the size its definition is built for)" if native != loaded.resolution
-               else "pass a --resolution the network supports (a multiple of 32 is safe)")
-        raise ConversionError(
-            f"{loaded.name} does not run on a {loaded.resolution}×{loaded.resolution} input ({first}); {fix}"
-        ) from None
+        shapes = " + ".join("×".join(map(str, s)) for s in loaded.input_shapes)
+        if getattr(args, "input_shape", None):
+            fix = "pass the --input-shape the network takes (one per forward() argument)"
+        elif native and native != loaded.resolution:
+            fix = f"pass --resolution {native} (the size its definition is built for)"
+        else:
+            fix = "pass a --resolution the network supports (a multiple of 32 is safe) or its --input-shape"
+        raise ConversionError(f"{loaded.name} does not run on a {shapes} input ({first}); {fix}") from None
 
 
 def ane_findings(args: argparse.Namespace, on_step=None) -> list:  # -> list[ane_rules.Finding]
@@ -82,16 +88,40 @@ def ane_findings(args: argparse.Namespace, on_step=None) -> list:  # -> list[ane
     step = on_step or (lambda _m: None)
     step("finding or converting the Core ML artifact")
     [man] = convert(args.model, to="coreml", out=args.out or DEFAULT_OUT, resolution=args.resolution,
-                    checkpoint=args.checkpoint, allow_mismatch=args.allow_mismatch, rewrite=not args.no_rewrite)
+                    input_shapes=getattr(args, "input_shape", None), checkpoint=args.checkpoint,
+                    allow_mismatch=args.allow_mismatch, rewrite=not args.no_rewrite)
     table = OpTable.load(man.op_table_path())
     step("checking the Neural Engine rules")
     return artifact_findings(man.path, table.module_of)
 
 
+def run_artifact(args: argparse.Namespace) -> int:
+    from hybridexport.analyze.artifact import artifact_info, render_artifact
+    from hybridexport.console import console, err_console
+    from hybridexport.export.formats import BadOptionError
+
+    given = [f for f, v in (("--checkpoint", args.checkpoint), ("--resolution", args.resolution),
+                            ("--input-shape", args.input_shape), ("--coreml", args.coreml),
+                            ("--no-rewrite", args.no_rewrite), ("--out", args.out)) if v]
+    if given:
+        raise BadOptionError(f"{', '.join(given)} only apply to a model, and '{args.model}' is an artifact already "
+                             "made; leave them out")
+    with err_console.status(f"reading {args.model}…"):
+        info = artifact_info(args.model)
+    if args.json:
+        sys.stdout.write(json.dumps(info.to_dict(), indent=2) + "\n")
+    else:
+        render_artifact(info, console)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    from hybridexport.bench import is_artifact_path
     from hybridexport.console import console, err_console, plain
     from hybridexport.errors import InputFileError
 
+    if is_artifact_path(args.model):
+        return run_artifact(args)
     if not args.coreml and (args.out or args.no_rewrite):
         raise InputFileError(f"{'--out' if args.out else '--no-rewrite'} only applies with --coreml (the Core ML "
                              "artifact's Neural Engine findings); add --coreml or leave it out")

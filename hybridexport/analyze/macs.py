@@ -58,8 +58,10 @@ def _first_tensor(obj: Any) -> torch.Tensor | None:
     return None
 
 
-def count_macs(module: nn.Module, example_input: torch.Tensor, watch: Iterable[str] = ()) -> MacCount:
-    """Run ``module`` once under FlopCounterMode; record output shapes of the ``watch`` module paths."""
+def count_macs(module: nn.Module, example_input: torch.Tensor | tuple[torch.Tensor, ...],
+               watch: Iterable[str] = ()) -> MacCount:
+    """Run ``module`` once (on one input, or a tuple of them) under FlopCounterMode; record output shapes
+    of the ``watch`` module paths."""
     shapes: dict[str, list[int]] = {}
     handles = []
     named = dict(module.named_modules())
@@ -74,7 +76,7 @@ def count_macs(module: nn.Module, example_input: torch.Tensor, watch: Iterable[s
     counter = FlopCounterMode(display=False, custom_mapping=_EXTRA_FORMULAS)
     try:
         with counter, torch.no_grad():
-            module(example_input)
+            module(*(example_input if isinstance(example_input, tuple) else (example_input,)))
     finally:
         for h in handles:
             h.remove()

@@ -35,7 +35,8 @@ class ModelAnalysis:
     family: str
     source: str
     resolution: int
-    input_shape: list[int]
+    input_shape: list[int]  # the first input's
+    input_shapes: list[list[int]]
     checkpoint: str | None
     params: int
     params_fused: int
@@ -67,13 +68,15 @@ def analyze(loaded: LoadedModel, on_step: Callable[[str], None] | None = None) -
     """Analyse ``loaded`` at its resolution. Works on a module built on the ``meta`` device too."""
     step = on_step or (lambda _msg: None)
     module = loaded.module.eval()
-    x = loaded.example_input().to(_device(module))
+    dev = _device(module)
+    xs = tuple(x.to(dev) for x in loaded.example_inputs())
+    x = xs if len(xs) > 1 else xs[0]
     params = count_params(module)
     paths = stage_paths(module)
 
     step("counting MACs")
     macs = count_macs(module, x, watch=paths)
-    extra = family_extra_macs(loaded.spec.family, module, x)
+    extra = family_extra_macs(loaded.spec.family, module, xs[0])
 
     step("tracing with torch.export")
     ep = export_program(module, x)
@@ -101,6 +104,7 @@ def analyze(loaded: LoadedModel, on_step: Callable[[str], None] | None = None) -
         source=loaded.spec.source,
         resolution=loaded.resolution,
         input_shape=list(loaded.input_shape),
+        input_shapes=[list(s) for s in loaded.input_shapes],
         checkpoint=loaded.checkpoint,
         params=params,
         params_fused=fold.params_fused,

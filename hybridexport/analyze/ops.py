@@ -91,10 +91,12 @@ def count_ops(graph: torch.fx.Graph) -> dict[str, Any]:
     return result
 
 
-def export_program(module: nn.Module, example_input: torch.Tensor) -> torch.export.ExportedProgram:
-    """``torch.export.export(module, (x,))`` (non-strict) without autograd state."""
+def export_program(module: nn.Module, example_input: torch.Tensor | tuple[torch.Tensor, ...]
+                   ) -> torch.export.ExportedProgram:
+    """``torch.export.export(module, (x,))`` (non-strict; a tuple is the inputs) without autograd state."""
+    args = example_input if isinstance(example_input, tuple) else (example_input,)
     with torch.no_grad():
-        return torch.export.export(module, (example_input,), strict=False)
+        return torch.export.export(module, args, strict=False)
 
 
 def graph_ops(module: nn.Module | torch.export.ExportedProgram, example_input: torch.Tensor | None = None) -> dict:

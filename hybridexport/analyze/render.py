@@ -39,7 +39,7 @@ def summary_panel(a: ModelAnalysis) -> Panel:
     paper = a.paper if a.paper.get("resolution") == a.resolution else {}
     weights = f"  [dim]weights: {a.checkpoint}[/]" if a.checkpoint else "  [dim]random init[/]"
     grid.add_row("definition", a.source + weights)
-    grid.add_row("input", "×".join(map(str, a.input_shape)) + " (fp32)")
+    grid.add_row("input", " + ".join("×".join(map(str, s)) for s in a.input_shapes) + " (fp32)")
     grid.add_row("params", f"{human(a.params)} as built")
     grid.add_row(
         "params, BN folded",
@@ -72,7 +72,8 @@ def summary_panel(a: ModelAnalysis) -> Panel:
     )
     if "top1" in paper:
         grid.add_row("paper top-1", f"{paper['top1']}%")
-    return Panel(grid, title=f"[bold]{a.name}[/] @ {a.resolution}px", expand=False)
+    at = f"{a.resolution}px" if a.resolution else " + ".join("×".join(map(str, s)) for s in a.input_shapes)
+    return Panel(grid, title=f"[bold]{a.name}[/] @ {at}", expand=False)
 
 
 def stage_table(a: ModelAnalysis) -> Table:

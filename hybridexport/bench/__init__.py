@@ -46,34 +46,28 @@ def is_artifact_path(model: Any) -> bool:
     return True
 
 
-def _input_shapes(model: str | LoadedModel, resolution: int | None) -> tuple[str, list[list[int]]]:
-    """(canonical name, input shapes) of a model without building it."""
-    if isinstance(model, str):
-        from hybridexport.zoo.registry import resolve
-
-        spec = resolve(model)
-        r = int(resolution or spec.resolution)
-        return spec.name, [[1, 3, r, r]]
-    return model.name, [list(s) for s in model.input_shapes]
-
-
 def _find_or_convert(model: str | LoadedModel, fmt: str, out: Path, precision: str, resolution: int | None,
-                     checkpoint: str | Path | None) -> Manifest:
-    """The manifest of ``model`` in ``fmt`` under ``out`` (checked); converts it (export stage) when missing."""
+                     checkpoint: str | Path | None, input_shapes: list[list[int]] | None = None) -> Manifest:
+    """The manifest of ``model`` in ``fmt`` under ``out`` (checked); converts it (export stage) when missing.
+
+    A name is not built to find its artifact: its identity (name, input shapes) is read off the reference."""
     from hybridexport.errors import ConversionError
     from hybridexport.export import convert
     from hybridexport.export.manifest import Manifest, artifact_path, manifest_path
+    from hybridexport.zoo.refs import model_identity
 
-    name, shapes = _input_shapes(model, resolution)
-    mp = manifest_path(artifact_path(out, name, fmt, precision, shapes))
-    if mp.exists() and checkpoint is None:
-        man = Manifest.load(mp)
-        man.check_artifact()
-        return man
+    ident = model_identity(model, resolution, input_shapes) if isinstance(model, str) else (
+        model.name, [list(s) for s in model.input_shapes])
+    if ident is not None and checkpoint is None:
+        mp = manifest_path(artifact_path(out, ident[0], fmt, precision, ident[1]))
+        if mp.exists():
+            man = Manifest.load(mp)
+            man.check_artifact()
+            return man
     made = [m for m in convert(model, to=fmt, out=out, precision=precision, resolution=resolution,
-                               checkpoint=checkpoint) if m.format == fmt]
+                               checkpoint=checkpoint, input_shapes=input_shapes) if m.format == fmt]
     if not made:
-        raise ConversionError(f"converting {name} to {fmt} produced no artifact")
+        raise ConversionError(f"converting {ident[0] if ident else model} to {fmt} produced no artifact")
     return made[0]
 
 
@@ -105,7 +99,7 @@ def _format_for(device: DeviceProfile, fmt: str | None, runner: str | None, opti
 
 
 def plan(
-    model: str | Path | LoadedModel | None,
+    model: str | Path | LoadedModel | Any | None,
     device: DeviceProfile,
     fmt: str | None,
     runner: str | None,
@@ -114,6 +108,7 @@ def plan(
     resolution: int | None,
     checkpoint: str | Path | None,
     options: dict[str, Any],
+    input_shapes: list[list[int]] | None = None,
 ) -> list[tuple[Runner, Manifest | None, LoadedModel | None, Path | None]]:
     """(runner, manifest, model, artifact made elsewhere) for every benchmark ``bench`` will run."""
     from hybridexport.bench.select import choose_runner, runner_status, serves
@@ -150,16 +145,18 @@ def plan(
         return [(choose_runner(device, kind, runner, options), man, None, None if man is not None else path)]
     fmt = _format_for(device, fmt, runner, options)
     chosen = choose_runner(device, fmt, runner, options)
-    if fmt == "pytorch":
-        from hybridexport.zoo import build_model
+    from hybridexport.zoo.refs import load_model
 
-        loaded = build_model(model, resolution=resolution, checkpoint=checkpoint) if isinstance(model, str) else model
+    if not isinstance(model, str):  # a module or a built model: it is its own identity
+        model = load_model(model, input_shapes=input_shapes)
+    if fmt == "pytorch":
+        loaded = load_model(model, resolution=resolution, checkpoint=checkpoint, input_shapes=input_shapes)
         return [(chosen, None, loaded, None)]
     if precision is None:
         from hybridexport.export.options import resolve_precision
 
         precision = device.precision if fmt == device.format else resolve_precision(fmt, None)
-    manifest = _find_or_convert(model, fmt, Path(out), precision, resolution, checkpoint)
+    manifest = _find_or_convert(model, fmt, Path(out), precision, resolution, checkpoint, input_shapes)
     return [(chosen, manifest, None if isinstance(model, str) else model, None)]
 
 
@@ -179,9 +176,10 @@ def bench(
     progress: bool = False,
     *,
     format: str | None = None,  # noqa: A002 - the suite and the CLI spell it this way
+    input_shapes: list[list[int]] | None = None,
 ) -> list[Profile]:
-    """Benchmark ``model`` (a name, a built model, an artifact's path, or every artifact in ``out``) on
-    ``device``; one Profile per artifact.
+    """Benchmark ``model`` (a name or reference, an ``nn.Module`` with ``input_shapes``, a built model, an
+    artifact's path, or every artifact in ``out``) on ``device``; one Profile per artifact.
 
     ``fmt``/``format`` defaults to the device's own (Core ML for iPhones, TFLite for Android, ONNX on
     the host; ``pytorch`` runs the eager model), or the forced ``runner``'s. ``threads`` defaults to the
@@ -199,7 +197,7 @@ def bench(
     fmt = fmt or format
     opts = dict(options or {})
     n_threads = int(threads if threads is not None else dev.protocol.get("threads", 1))
-    jobs = plan(model, dev, fmt, runner, Path(out), precision, resolution, checkpoint, opts)
+    jobs = plan(model, dev, fmt, runner, Path(out), precision, resolution, checkpoint, opts, input_shapes)
     profiles = []
     for r, manifest, loaded, artifact in jobs:
         req = BenchRequest(device=dev, manifest=manifest, model=loaded, runs=runs, warmup=warmup, threads=n_threads,
@@ -219,3 +217,8 @@ def _run(r: Runner, req: BenchRequest, progress: bool) -> Profile:
     with bar(label, total=total) as (prog, task):
         req.options["progress"] = lambda k, _p=prog, _t=task: _p.advance(_t, k)
         return r.run(req)
+
+
+from hybridexport.api import make_callable  # noqa: E402 - after bench() exists
+
+make_callable(__name__)

@@ -9,13 +9,13 @@ HELP = "measure (or predict) per-layer latency of exported artifacts on a device
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from hybridexport.cliargs import ranged
+    from hybridexport.cliargs import MODEL_HELP, add_model_arguments, ranged
     from hybridexport.export.formats import NAMES
     from hybridexport.export.manifest import DEFAULT_OUT
 
     parser.add_argument("model", nargs="?", metavar="MODEL",
-                        help="model name (e.g. iformer-t) or an artifact file (.onnx, .tflite, .mlpackage, .pte, made "
-                             "by convert or elsewhere); default: every artifact `convert` wrote into --out")
+                        help=MODEL_HELP + "; or an artifact file (.onnx, .tflite, .mlpackage, .pte, made by convert "
+                             "or elsewhere); default: every artifact `convert` wrote into --out")
     parser.add_argument("--device", "-d", default="host", help="device profile (see `hybridexport devices`; default host)")
     parser.add_argument("--format", "-f", dest="format", choices=(*NAMES, "pytorch"),
                         help="artifact format (default: the device's own: coreml for iPhones, tflite for Android, onnx on host)")
@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=ranged(0, 100000), default=10, help="untimed warm-up runs (default 10)")
     parser.add_argument("--threads", type=ranged(1, 1024), help="CPU threads (default: the device protocol's, 1 on host)")
     parser.add_argument("--precision", help="artifact precision (default: the device protocol's for its format)")
-    parser.add_argument("--resolution", type=ranged(1, 8192), help="input resolution (default: the model card's)")
+    add_model_arguments(parser, names=False)
     parser.add_argument("--checkpoint", help="weights to convert with when the artifact must be built")
     parser.add_argument("--out", default=str(DEFAULT_OUT), help=f"artifact directory (default {DEFAULT_OUT})")
     parser.add_argument("--json", metavar="OUT", help="write the Profile (a list when several) as JSON to OUT")
@@ -83,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
     }.items() if v}
     profiles = bench(args.model, device=args.device, fmt=args.format, runner=args.runner, runs=args.runs,
                      warmup=args.warmup, threads=args.threads, out=Path(args.out), precision=args.precision,
-                     resolution=args.resolution, checkpoint=args.checkpoint, options=options, progress=True)
+                     resolution=args.resolution, checkpoint=args.checkpoint, options=options, progress=True,
+                     input_shapes=args.input_shape)
     for p in profiles:
         console.print(profile_table(p, top=args.top, depth=args.depth, wide=console.width >= 110))
         for note in p.notes:

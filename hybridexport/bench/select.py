@@ -73,7 +73,8 @@ def choose_runner(device: Any, fmt: str | None = None, runner: str | None = None
             f"runner '{runner}' runs {', '.join(statuses[0].formats)} artifacts, not {fmt}; "
             f"pass --format {statuses[0].formats[0]}" if statuses[0].formats else f"runner '{runner}' cannot run {fmt}"
         )
-    tried = candidates or statuses
+    tried = candidates or [RunnerStatus(s.name, False, s.reason or f"runs {', '.join(s.formats)} artifacts, not {fmt}",
+                                        s.formats, s.runner) for s in statuses]
     if not tried:
         raise RunnerUnavailableError(f"{device.name}: no runner listed in its profile runs {fmt} artifacts "
                                      f"(runners: {', '.join(device.runners)})")

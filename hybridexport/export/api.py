@@ -73,7 +73,7 @@ class _Rewrites:
 
 
 def convert(
-    model: str | LoadedModel,
+    model: str | nn.Module | LoadedModel | Any,
     to: str | Sequence[str] = "onnx",
     out: str | Path = DEFAULT_OUT,
     precision: str | None = None,
@@ -92,8 +92,15 @@ def convert(
     keep_going: bool = False,
     on_result: Callable[[Manifest], None] | None = None,
     on_error: Callable[[str, HybridExportError], None] | None = None,
+    example_inputs: Sequence[Any] | None = None,
+    input_shapes: Sequence[Sequence[int]] | None = None,
+    input_names: Sequence[str] | None = None,
+    name: str | None = None,
 ) -> list[Manifest]:
     """Export ``model`` to each format in ``to`` and return one manifest per artifact.
+
+    ``model``: a zoo or ``timm:`` name, ``file.py:factory(...)``, a ``.pt2``, or an ``nn.Module`` with
+    ``example_inputs`` (or ``input_shapes``) and a ``name`` (:func:`hybridexport.zoo.refs.load_model`).
 
     ``precision=None`` uses each format's default (fp16 for Core ML, fp32 otherwise). Each format's rewrite
     pipeline runs first unless ``rewrite=False``; ``passes`` names the passes instead. An artifact whose
@@ -111,7 +118,7 @@ def convert(
         raise BadOptionError(f"resolution {resolution} is not an input size; give 1..8192 (e.g. 224)")
     base = ExportOptions(precision=resolve_precision(names[0], precision), verify_inputs=verify_inputs,
                          coreml_target=coreml_target, coreml_image_input=coreml_image_input,
-                         keep_mismatch=keep_mismatch, verbose=verbose)
+                         keep_mismatch=keep_mismatch, verbose=verbose, input_names=tuple(input_names or ()))
     taken = {o for n in names for o in formats.get(n).own_options}
     stray = sorted(base.given() - taken)
     if stray:
@@ -125,13 +132,17 @@ def convert(
 
         for n in names:
             resolve_passes(passes, target=n)  # unknown pass names fail here, before anything is built
-    loaded = _load(model, resolution, checkpoint, allow_mismatch)
+    loaded = _load(model, resolution, checkpoint, allow_mismatch, example_inputs, input_shapes, name)
+    if base.input_names and len(base.input_names) != len(loaded.input_shapes):
+        raise BadOptionError(f"{len(base.input_names)} --input-name for a model with {len(loaded.input_shapes)} "
+                             "inputs; give one name per input")
     rw = _Rewrites(loaded=loaded, enabled=rewrite, passes=list(passes) if passes is not None else None)
     common = {
         "model": loaded.name,
         "resolution": loaded.resolution,
         "input_shapes": [list(s) for s in loaded.input_shapes],
         "weights_sha256": loaded.weights_sha256(),
+        "definition": _definition_digest(loaded.spec.source),
         "versions": tool_versions(),
         "exporter_revision": EXPORTER_REVISION,
         "code": code_fingerprint(),
@@ -152,17 +163,29 @@ def convert(
     return manifests
 
 
-def _load(model: str | LoadedModel, resolution: int | None, checkpoint: str | Path | None,
-          allow_mismatch: bool) -> LoadedModel:
-    from hybridexport.zoo import LoadedModel, build_model
+def _definition_digest(source: str) -> str:
+    """sha256 of the user's model file or saved program (``file:``/``pt2:`` sources), so that editing a
+    ``forward`` without changing a weight still makes a new artifact; ``""`` for zoo and timm models (the
+    installed versions and the weights identify those)."""
+    kind, _, path = source.partition(":")
+    if kind in ("file", "pt2") and Path(path).is_file():
+        return sha256_path(Path(path))
+    return ""
+
+
+def _load(model: Any, resolution: int | None, checkpoint: str | Path | None, allow_mismatch: bool,
+          example_inputs: Sequence[Any] | None = None, input_shapes: Sequence[Sequence[int]] | None = None,
+          name: str | None = None) -> LoadedModel:
+    from hybridexport.zoo import LoadedModel
+    from hybridexport.zoo.refs import load_model
 
     if isinstance(model, LoadedModel):
         if checkpoint is not None:
             raise ConversionError("pass either a built LoadedModel or a checkpoint, not both")
         if resolution is not None and int(resolution) != model.resolution:
-            return dataclasses.replace(model, resolution=int(resolution), input_shapes=[])
-        return model
-    return build_model(model, checkpoint=checkpoint, resolution=resolution, strict=not allow_mismatch)
+            return dataclasses.replace(model, resolution=int(resolution), input_shapes=[], examples=None)
+    return load_model(model, checkpoint=checkpoint, resolution=resolution, input_shapes=input_shapes,
+                      example_inputs=example_inputs, name=name, strict=not allow_mismatch)
 
 
 def _convert_one(fmt: Format, loaded: LoadedModel, rw: _Rewrites, opts: ExportOptions, out: Path,
@@ -254,10 +277,11 @@ def _verify(fmt: Format, artifact: Path, inputs: list[list[Any]], reference: lis
         tries = ["--keep-mismatch to keep it"]
         tries += ["--no-rewrite"] if rewritten else []
         tries += ["--precision fp32"] if opts.precision != "fp32" else []
+        top1 = f", top-1 agreement {parity.top1_agreement:.0%}" if parity.top1_agreement is not None else ""
         raise ConversionError(
             f"{fmt.title} {opts.precision} artifact of {model_name} does not match PyTorch: rel L2 error "
-            f"{parity.rel_l2_err:.2e} > tolerance {opts.tolerance:g}, top-1 agreement "
-            f"{parity.top1_agreement:.0%}; nothing was written. Re-run with {', or '.join(tries)}"
+            f"{parity.rel_l2_err:.2e} > tolerance {opts.tolerance:g}{top1}; nothing was written. Re-run with "
+            f"{', or '.join(tries)}{fmt.mismatch_hint(opts)}"
         )
     parity.reason += " (kept with --keep-mismatch)"
     return parity

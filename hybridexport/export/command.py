@@ -9,12 +9,12 @@ HELP = "export a model to Core ML / TFLite / ONNX / ExecuTorch (verified against
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from hybridexport.cliargs import ranged
+    from hybridexport.cliargs import MODEL_HELP, add_model_arguments, ranged
     from hybridexport.export.formats import NAMES
     from hybridexport.export.formats.coreml import TARGETS
     from hybridexport.export.options import PRECISIONS, TOLERANCE
 
-    parser.add_argument("model", help="model name (see `hybridexport list`), e.g. mobilevit-xxs or timm:resnet18")
+    parser.add_argument("model", help=MODEL_HELP)
     parser.add_argument(
         "--to", default="onnx", metavar="FORMAT",
         help=f"{' | '.join(NAMES)} | all, or a comma list (default: onnx)",
@@ -25,8 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="default: fp16 for coreml (the published iPhone protocol), fp32 for the others; "
         "int8 = post-training quantization with each toolchain",
     )
-    parser.add_argument("--resolution", type=ranged(1, 8192), default=None, metavar="N",
-                        help="input size N×N (default: model's)")
+    add_model_arguments(parser)
     parser.add_argument("--checkpoint", default=None, metavar="PATH", help="local weights (.pth/.pt/.safetensors)")
     parser.add_argument("--allow-mismatch", action="store_true",
                         help="load only the checkpoint keys that fit the model (how many is reported; none is an error)")
@@ -73,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
         out=out,
         precision=args.precision,
         resolution=args.resolution,
+        input_shapes=args.input_shape,
+        input_names=args.input_name,
         checkpoint=args.checkpoint,
         force=args.force,
         rewrite=not args.no_rewrite,

@@ -40,12 +40,18 @@ class ExportOptions:
     coreml_image_input: bool = False
     keep_mismatch: bool = False  # keep an artifact whose parity check failed
     verbose: bool = False
+    input_names: tuple[str, ...] = ()  # names of the artifact's inputs (default: the format's)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise BadOptionError(f"unknown precision '{self.precision}'; use one of: {', '.join(PRECISIONS)}")
         if self.verify_inputs < 0:
             raise BadOptionError(f"--verify-inputs must be >= 0, got {self.verify_inputs}")
+        bad = [n for n in self.input_names if not n.isidentifier()]
+        if bad:
+            raise BadOptionError(f"--input-name {bad[0]!r} is not a name (letters, digits, _; not starting with a digit)")
+        if len(set(self.input_names)) != len(self.input_names):
+            raise BadOptionError("--input-name gives one name twice; give each input its own name")
 
     @property
     def tolerance(self) -> float:

@@ -21,11 +21,15 @@ def human_size(n: int) -> str:
 
 
 def parity_cell(m: Manifest) -> str:
-    """``✓ 6.5e-07 4/4``: worst relative L2 error vs PyTorch and top-1 agreement; or why there is none."""
+    """``✓ 6.5e-07 4/4``: worst relative L2 error vs PyTorch and top-1 agreement (``n=4`` for models with
+    several outputs); or why there is none."""
     p = m.parity
     if p.n_inputs and p.rel_l2_err is not None:
-        agree = round((p.top1_agreement or 0.0) * p.n_inputs)
-        return f"{'[green]✓[/]' if p.verified else '[red]✗[/]'} {p.rel_l2_err:.1e} {agree}/{p.n_inputs}"
+        mark = "[green]✓[/]" if p.verified else "[red]✗[/]"
+        if p.top1_agreement is None:  # several outputs (a backbone's feature maps): no top-1
+            return f"{mark} {p.rel_l2_err:.1e} n={p.n_inputs}"
+        agree = round(p.top1_agreement * p.n_inputs)
+        return f"{mark} {p.rel_l2_err:.1e} {agree}/{p.n_inputs}"
     if "structurally" in p.reason:
         return "[yellow]structural[/]"
     return "[yellow]not run[/]"

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hybridexport.errors import CheckpointError
+from hybridexport.errors import CheckpointError, UnknownModelError
 from hybridexport.zoo.registry import ModelSpec, family_aliases, list_specs, resolve
 
 if TYPE_CHECKING:  # torch is imported lazily so `hybridexport --help` stays fast
@@ -28,6 +28,8 @@ class LoadedModel:
     load_report: dict[str, list[str]] = field(default_factory=dict)
     #: one shape per forward() argument; default: one (1, 3, resolution, resolution) image
     input_shapes: list[tuple[int, ...]] = field(default_factory=list)
+    #: example inputs the user gave (the tracing example); None: seeded random ones
+    examples: tuple[torch.Tensor, ...] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.input_shapes:
@@ -47,8 +49,11 @@ class LoadedModel:
         """Fixed random inputs (standard normal, seeded: identical on every run), float32 unless ``dtype``."""
         import torch
 
-        g = torch.Generator().manual_seed(seed)
-        xs = tuple(torch.randn(*s, generator=g) for s in self.input_shapes)
+        if self.examples is not None and seed == 0:
+            xs = tuple(self.examples)
+        else:
+            g = torch.Generator().manual_seed(seed)
+            xs = tuple(torch.randn(*s, generator=g) for s in self.input_shapes)
         return xs if dtype is None else tuple(x.to(dtype) for x in xs)
 
     def example_input(self, seed: int = 0, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -77,14 +82,24 @@ def _build_module(spec: ModelSpec, resolution: int | None = None) -> nn.Module:
     import timm
 
     assert spec.timm_name is not None
+    kwargs = dict(spec.kwargs)
     if resolution and resolution != spec.resolution and getattr(timm.get_pretrained_cfg(spec.timm_name),
                                                                 "fixed_input_size", False):
         # sized for its input (attention biases, position embeddings): build it for the one asked for
         try:
-            return timm.create_model(spec.timm_name, pretrained=False, img_size=resolution)
+            return timm.create_model(spec.timm_name, pretrained=False, img_size=resolution, **kwargs)
         except TypeError:  # a definition that takes no img_size: the run then says the size does not fit
             pass
-    return timm.create_model(spec.timm_name, pretrained=False)
+    try:
+        return timm.create_model(spec.timm_name, pretrained=False, **kwargs)
+    except TypeError as exc:
+        if not kwargs:
+            raise
+        from hybridexport.zoo.refs import canonical
+
+        raise UnknownModelError(f"timm:{spec.timm_name} does not take {canonical('', kwargs).strip('()')} "
+                                f"({str(exc).splitlines()[0][:160]}); pass the keyword arguments its definition "
+                                "accepts") from None
 
 
 def build_model(

@@ -22,6 +22,8 @@ class ModelSpec:
     resolution: int  # default square input resolution
     source: str  # where the definition comes from, e.g. "timm:iformer_m"
     card: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    #: literal keyword arguments for the definition (``timm:iformer_m(features_only=True)``)
+    kwargs: tuple[tuple[str, Any], ...] = ()
 
     @property
     def timm_name(self) -> str | None:
@@ -81,6 +83,14 @@ def _timm_spec(timm_name: str) -> ModelSpec:
 def resolve(name: str) -> ModelSpec:
     """Resolve a user-given model name; unknown names raise with the closest known names."""
     key = name.strip()
+    if key.lower().startswith(TIMM_PREFIX) and key.endswith(")"):
+        from dataclasses import replace
+
+        from hybridexport.zoo.refs import canonical, timm_call
+
+        base, kwargs = timm_call(key) or (key, {})
+        spec = _timm_spec(base[len(TIMM_PREFIX):])
+        return replace(spec, name=TIMM_PREFIX + canonical(spec.variant, kwargs), kwargs=tuple(sorted(kwargs.items())))
     if key.lower().startswith(TIMM_PREFIX):
         return _timm_spec(key[len(TIMM_PREFIX):])
     specs = _card_specs()

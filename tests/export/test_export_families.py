@@ -89,10 +89,11 @@ def test_fp32_parity(converted, model, fmt):
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_coreml_checked_structurally(converted, model):
+def test_coreml_verified_by_the_mil_interpreter(converted, model):
     m = _get(converted, model, "coreml")
-    assert not m.parity.verified and m.parity.n_inputs == 0
-    assert m.parity.reason.startswith("Core ML prediction needs macOS; checked structurally: ML Program")
+    assert m.parity.verified and m.parity.n_inputs == 4 and m.parity.tolerance == 1e-2, m.parity.reason
+    assert m.parity.method == "MIL reference interpreter (fp16), not Core ML"
+    assert 0 < m.parity.rel_l2_err <= 1e-2 and m.parity.top1_agreement is not None
     table = OpTable.load(m.op_table_path())
     assert [(t.name, t.shape) for t in table.inputs] == [("input", [1, 3, m.resolution, m.resolution])]
     assert [t.shape for t in table.outputs] == [[1, 1000]]

@@ -25,10 +25,11 @@ class PredictedRunner(Runner):
     obtained = "predicted"
 
     def formats_for(self, device: DeviceProfile) -> tuple[str, ...]:
-        """The one format the device's latency model reads (all predictable formats when it has none)."""
+        """The format the device's latency model was calibrated on first, then the other graph formats
+        (predicted across formats, with a note: an artifact made elsewhere has no other form)."""
         lm = device.raw.get("latency_model") or {}
         fmt = (lm.get("device") or {}).get("format")
-        return (fmt,) if fmt else self.formats
+        return (fmt, *(f for f in self.formats if f != fmt)) if fmt else self.formats
 
     def availability(self, device: DeviceProfile) -> tuple[bool, str]:
         try:
@@ -46,15 +47,17 @@ class PredictedRunner(Runner):
         if table is None:
             raise InputFileError("the predicted runner needs an artifact; run `hybridexport convert MODEL --to "
                                  f"{fmt}` first")
-        if table.format != fmt:
-            raise RunnerUnavailableError(
-                f"the latency model of '{device.name}' predicts {fmt} artifacts, got a {table.format} artifact; "
-                f"run `hybridexport convert {request.label} --to {fmt}`")
         t_table = time.perf_counter() - t0
         t1 = time.perf_counter()
         pred = predict_ops(table.ops, lm, device.name)
         t_pred = time.perf_counter() - t1
         notes: list[str] = []
+        if table.format != fmt:
+            fix = (f"convert the model with `--to {fmt}` for a like-with-like prediction" if request.manifest
+                   else f"predict the {fmt} artifact of the same model for a like-with-like prediction")
+            notes.append(f"predicted from a {table.format} graph by a latency model calibrated on {fmt} graphs (ops "
+                         f"the {fmt} converter would fuse are counted apart; the held-out error does not cover this); "
+                         f"{fix}")
         proto = device.protocol or {}
         delegate = {"cpu": "cpu", "gpu": "gpu", "npu": "npu", "edgetpu": "npu", "nnapi": "npu"}.get(
             str(proto.get("delegate", "")).lower(), pred.spec.unit)
@@ -71,13 +74,15 @@ class PredictedRunner(Runner):
                              sha=m.sha256 if m else table.artifact_sha256, notes=notes,
                              timings={"op_table_s": round(t_table, 4), "predict_s": round(t_pred, 4)},
                              resolution=m.resolution if m else None,
-                             input_shapes=[t.shape for t in table.inputs])
+                             input_shapes=[t.shape for t in table.inputs], fmt=table.format)
 
 
 def build_profile(pred: Prediction, lm: dict[str, Any], *, model: str, device: str, artifact: str = "", sha: str = "",
                   notes: list[str] | None = None, timings: dict[str, float] | None = None,
-                  resolution: int | None = None, input_shapes: list[list[int]] | None = None) -> Profile:
-    """A Profile whose per-op rows (plus one overhead row) sum to the predicted total."""
+                  resolution: int | None = None, input_shapes: list[list[int]] | None = None,
+                  fmt: str | None = None) -> Profile:
+    """A Profile whose per-op rows (plus one overhead row) sum to the predicted total; ``fmt`` is the artifact's
+    format (default: the one the latency model was calibrated on)."""
     lo, hi = pred.band
     bpe = pred.spec.bytes_per_elem
     rows = [
@@ -108,7 +113,7 @@ def build_profile(pred: Prediction, lm: dict[str, Any], *, model: str, device: s
         all_notes.append(f"{n_fb} ops predicted to fall back from the {pred.spec.unit} (rank > 4, oversized or "
                          "unsupported ops)")
     prof = Profile(
-        model=model, format=pred.spec.format, device=device, runner="predicted", obtained="predicted",
+        model=model, format=fmt or pred.spec.format, device=device, runner="predicted", obtained="predicted",
         total_ms=Stats.point(total, p10=total * lo, p90=total * hi), layers=rows, artifact_sha256=sha,
         environment={"artifact": str(artifact), "resolution": resolution, "latency_model_date": prov.get("date"),
                      "calibration_data": prov.get("data"), "calibration_sha256": prov.get("data_sha256")},

@@ -24,7 +24,7 @@ def _default_bench(item: SuiteItem, artifacts: str | Path | None = None) -> Prof
     kwargs = item.bench_kwargs()
     if artifacts is not None:
         kwargs["out"] = Path(artifacts)
-    result = bench(item.model, **kwargs)
+    result = bench(item.model_ref, **kwargs)
     if isinstance(result, list):  # one Profile per artifact
         if len(result) != 1:
             raise HybridExportError(f"bench returned {len(result)} profiles for {item.key}; expected one")
@@ -45,8 +45,9 @@ def _prepare(item: SuiteItem, artifacts: str | Path | None = None) -> None:
     from hybridexport.bench.devices import load_device
     from hybridexport.export.manifest import DEFAULT_OUT
 
-    plan(item.model, load_device(item.device), item.format, item.runner, Path(artifacts or DEFAULT_OUT),
-         item.precision, item.resolution, item.checkpoint, {})
+    plan(item.model_ref, load_device(item.device), item.format, item.runner, Path(artifacts or DEFAULT_OUT),
+         item.precision, item.resolution, item.checkpoint, {},
+         [list(s) for s in item.input_shapes] if item.input_shapes else None)
 
 
 def _worker_init() -> None:  # pragma: no cover - runs in the worker processes

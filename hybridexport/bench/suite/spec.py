@@ -16,6 +16,10 @@ A suite file::
     formats = ["onnx"]
     runner = "host-onnxruntime"          # optional: force one runner (default: the device's order)
     checkpoint = "weights/my.pth"        # optional: local weights (relative to this file)
+    input_shapes = [[1, 3, 512, 384]]    # optional: one shape per model input (instead of resolution)
+
+Models are what every command takes: zoo names, ``timm:<name>``, ``file.py:factory(kw=value)`` and
+``.pt2`` files (paths relative to the suite file).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ _OPTION_TYPES: dict[str, type | tuple[type, ...]] = {
     "resolution": int,
     "runner": str,
     "checkpoint": str,
+    "input_shapes": list,
 }
 _LIST_KEYS = ("models", "devices", "formats")
 
@@ -59,6 +64,9 @@ class SuiteItem:
     resolution: int | None = None
     runner: str | None = None
     checkpoint: str | None = None
+    input_shapes: tuple[tuple[int, ...], ...] | None = None
+    #: the model reference with file paths made absolute (``model`` is as written, and names the item)
+    ref: str | None = None
 
     def bench_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``hybridexport.bench.bench`` (only what the suite set)."""
@@ -66,11 +74,21 @@ class SuiteItem:
         for key in ("runs", "warmup", "threads", "precision", "resolution", "runner", "checkpoint"):
             if getattr(self, key) is not None:
                 kwargs[key] = getattr(self, key)
+        if self.input_shapes is not None:
+            kwargs["input_shapes"] = [list(s) for s in self.input_shapes]
         return kwargs
 
     @property
+    def model_ref(self) -> str:
+        return self.ref or self.model
+
+    @property
     def key(self) -> str:
-        return f"{self.model}@{self.device}/{self.format}"
+        if self.input_shapes is None:
+            return f"{self.model}@{self.device}/{self.format}"
+        from hybridexport.export.manifest import shape_tag
+
+        return f"{self.model}[{shape_tag([list(s) for s in self.input_shapes])}]@{self.device}/{self.format}"
 
 
 @dataclass
@@ -93,6 +111,9 @@ def _check_options(where: str, table: dict[str, Any]) -> dict[str, Any]:
 
     out = {}
     for key, value in table.items():
+        if key == "input_shapes":
+            out[key] = _check_shapes(where, value)
+            continue
         want = _OPTION_TYPES[key]
         if isinstance(value, bool) or not isinstance(value, want):
             tname = want.__name__ if isinstance(want, type) else "/".join(t.__name__ for t in want)
@@ -118,13 +139,33 @@ def _check_device(where: str, name: str) -> None:
         raise InputFileError(f"{where}: {exc}") from None
 
 
+def _check_shapes(where: str, value: Any) -> tuple[tuple[int, ...], ...]:
+    ok = isinstance(value, list) and value and all(
+        isinstance(s, list) and s and all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in s)
+        for s in value)
+    if not ok:
+        raise InputFileError(f"{where}: 'input_shapes' must be a list of shapes of whole numbers ≥ 1, one per model "
+                             f"input, e.g. input_shapes = [[1, 3, 512, 384]]; got {value!r}")
+    return tuple(tuple(s) for s in value)
+
+
+def _model_ref(name: str, base: Path | None) -> str:
+    """``name`` with a relative ``file.py`` or ``.pt2`` path made relative to the suite file's folder."""
+    from hybridexport.zoo.refs import file_of
+
+    path = file_of(name)
+    if path is None or base is None or Path(path).is_absolute():
+        return name
+    return str((base / path).resolve()) + name.strip()[len(path):]
+
+
 def _check_model(where: str, name: str) -> None:
     if name.startswith("timm:"):
         return  # checked when built (resolving asks timm, which is slow to import)
-    from hybridexport.zoo.registry import resolve
+    from hybridexport.zoo.refs import check_reference
 
     try:
-        resolve(name)
+        check_reference(name)
     except HybridExportError as exc:
         raise InputFileError(f"{where}: {exc}") from None
 
@@ -183,22 +224,27 @@ def parse_suite(text: str, source: str = "<suite>", check_models: bool = True) -
         for fmt in lists["formats"]:
             if fmt not in SUITE_FORMATS:
                 raise InputFileError(f"{where}: unknown format '{fmt}'; choose from {', '.join(SUITE_FORMATS)}")
+        base = Path(source).parent if source != "<suite>" else None
+        refs = {model: _model_ref(model, base) for model in lists["models"]}
         if check_models:
             for model in lists["models"]:
-                _check_model(where, model)
+                _check_model(where, refs[model])
             for device in lists["devices"]:
                 _check_device(where, device)
         opts = {**defaults, **_check_options(where, {k: v for k, v in run.items() if k in _OPTION_TYPES})}
-        if "checkpoint" in opts and source != "<suite>":
-            ckpt = (Path(source).parent / opts["checkpoint"]).resolve()
+        if "checkpoint" in opts and base is not None:
+            ckpt = (base / opts["checkpoint"]).resolve()
             if not ckpt.is_file():
                 raise InputFileError(f"{where}: checkpoint '{opts['checkpoint']}' (resolved beside the suite file: "
                                      f"{ckpt}) is not a file; fix the path (relative to the suite file)")
             opts["checkpoint"] = str(ckpt)
+        if "input_shapes" in opts and "resolution" in opts:
+            raise InputFileError(f"{where}: 'resolution' and 'input_shapes' both set the input; keep one")
         for model in lists["models"]:
             for device in lists["devices"]:
                 for fmt in lists["formats"]:
-                    item = SuiteItem(model=model, device=device, format=fmt, **opts)
+                    item = SuiteItem(model=model, device=device, format=fmt, **opts,
+                                     ref=refs[model] if refs[model] != model else None)
                     if item.key in seen:
                         raise InputFileError(f"{where}: {item.key} is already listed in [[run]] #{seen[item.key]}")
                     seen[item.key] = i

@@ -84,7 +84,7 @@ class Format(ABC):
 
     def key_options(self, opts: ExportOptions) -> dict[str, Any]:
         """The options that change what is written (part of the artifact's cache key)."""
-        return {"precision": opts.precision}
+        return {"precision": opts.precision, "input_names": list(opts.input_names)}
 
     def reference_inputs(self, opts: ExportOptions, shapes: list[list[int]], n: int) -> list[list[torch.Tensor]] | None:
         """Verification inputs the format needs instead of the default random ones (None: the default)."""
@@ -93,6 +93,10 @@ class Format(ABC):
     def method(self, opts: ExportOptions) -> str:
         """How the parity check runs the artifact here."""
         return self.runtime
+
+    def mismatch_hint(self, opts: ExportOptions) -> str:
+        """What to run on an artifact kept with ``--keep-mismatch`` to find where it diverges ("" for none)."""
+        return ""
 
     def failure_hints(self, opts: ExportOptions, rewritten: bool) -> list[str]:
         """What may help when conversion fails, leaving out anything already given."""

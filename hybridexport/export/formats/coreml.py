@@ -14,8 +14,9 @@ came from (the saved file does not), and that value's node carries its module sc
 them over as hints; a conv into which coremltools folded a BatchNorm carries the norm's value and maps to the
 pair's parent, as in the other formats.
 
-Core ML prediction needs macOS; elsewhere ``run`` raises :class:`NotRunnableHere` after checking the
-package structurally.
+Core ML prediction needs macOS; elsewhere ``run`` interprets the package's ML Program with
+:mod:`hybridexport.export.mil` (the program's declared fp16/fp32 semantics, not Core ML's kernels), and
+raises :class:`NotRunnableHere` only when an op has no kernel there.
 """
 
 from __future__ import annotations
@@ -119,6 +120,19 @@ class CoreML(Format):
     own_options = ("coreml_target", "coreml_image_input")
     runtime = "Core ML (MLModel.predict, compute units ALL)"
 
+    def mismatch_hint(self, opts: ExportOptions) -> str:
+        if opts.precision == "fp32":
+            return ""
+        return "; `hybridexport diagnose <artifact>` on a kept artifact shows the op where fp16 loses precision"
+
+    def method(self, opts: ExportOptions) -> str:
+        """Core ML itself on macOS; elsewhere the MIL reference interpreter at the program's precision."""
+        if sys.platform == "darwin":
+            return self.runtime
+        from hybridexport.export.mil import METHODS
+
+        return METHODS["fp32" if opts.precision == "fp32" else "fp16"]
+
     def check(self, opts: ExportOptions) -> None:
         if opts.coreml_target is not None and opts.coreml_target not in TARGETS:
             raise BadOptionError(
@@ -128,7 +142,7 @@ class CoreML(Format):
                                  "use --coreml-target iOS16 or leave it out")
 
     def key_options(self, opts: ExportOptions) -> dict[str, Any]:
-        return {"precision": opts.precision, "coreml_target": resolved_target(opts),
+        return {**super().key_options(opts), "coreml_target": resolved_target(opts),
                 "coreml_image_input": opts.coreml_image_input}
 
     def failure_hints(self, opts: ExportOptions, rewritten: bool) -> list[str]:
@@ -153,7 +167,7 @@ class CoreML(Format):
         with torch.no_grad():
             n_out = len(flatten_outputs(module(*examples)))
             traced = torch.jit.trace(module, examples, check_trace=False)
-        names = input_names(len(examples))
+        names = list(opts.input_names) or input_names(len(examples))
         if opts.coreml_image_input:
             p = image_params()
             inputs = [ct.ImageType(name=names[0], shape=tuple(examples[0].shape), scale=p["scale"], bias=p["bias"],
@@ -210,7 +224,13 @@ class CoreML(Format):
     def run(self, path: Path, input_sets: list[list[np.ndarray]]) -> list[list[np.ndarray]]:
         spec = load_spec(path)
         if sys.platform != "darwin":
-            raise NotRunnableHere(f"Core ML prediction needs macOS; checked structurally: {structure_summary(spec)}")
+            from hybridexport.export.mil import NotInterpreted, run_package
+
+            try:
+                names = [f.name for f in spec.description.input]
+                return run_package(path, [dict(zip(names, arrays, strict=True)) for arrays in input_sets])
+            except NotInterpreted as exc:
+                raise NotRunnableHere(f"{exc.parity_reason}; checked structurally: {structure_summary(spec)}") from exc
         import coremltools as ct
 
         model = ct.models.MLModel(str(path), compute_units=ct.ComputeUnit.ALL)

@@ -194,6 +194,13 @@ def _base(name: str) -> str:
     return parts[1] if len(parts) > 1 and parts[0] in ("aten", "quantized_decomposed", "dim_order_ops") else parts[0]
 
 
+def _arg_shape(node: Any, i: int) -> tuple[int, ...]:
+    """The shape of positional argument ``i`` (a quantized conv's weight is arg 1, not the first param)."""
+    arg = node.args[i] if len(node.args) > i else None
+    vals = _vals(arg.meta.get("val")) if hasattr(arg, "meta") else []
+    return tuple(int(d) for d in vals[0].shape) if vals else ()
+
+
 def _row(node: Any, op_type: str, params: set[str]) -> OpRow:
     base = _base(_op_name(node.target))
     outs = [tuple(int(d) for d in v.shape) for v in _vals(node.meta.get("val"))]
@@ -204,8 +211,8 @@ def _row(node: Any, op_type: str, params: set[str]) -> OpRow:
     w_shapes = [tuple(int(d) for d in v.shape) for a in weights for v in _vals(a.meta.get("val"))]
     out = outs[0] if outs else ()
     kind, macs = "other", 0
-    if base in ("convolution", "conv2d") and w_shapes and act_shapes:
-        w, x = w_shapes[0], act_shapes[0]
+    x, w = _arg_shape(node, 0), _arg_shape(node, 1)
+    if base in ("convolution", "conv2d") and len(w) >= 3 and x:
         groups = int(node.args[8]) if base == "convolution" and len(node.args) > 8 else 1
         kind, macs = conv_kind(x[1] if len(x) > 1 else w[1], w[0], groups, w[2:]), numel(out) * w[1] * numel(w[2:])
     elif base in ("addmm", "mm", "linear", "bmm", "matmul"):

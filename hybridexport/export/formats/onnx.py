@@ -91,7 +91,7 @@ class ONNX(Format):
         t0 = time.perf_counter()
         with torch.no_grad():
             program = torch.onnx.export(module, tuple(examples), dynamo=True, optimize=True, verbose=False,
-                                        input_names=input_names(len(examples)))
+                                        input_names=list(opts.input_names) or input_names(len(examples)))
         proto = program.model_proto
         converter_seconds = time.perf_counter() - t0
         extra: dict[str, Any] = {}
