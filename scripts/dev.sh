@@ -63,7 +63,9 @@ case "${1:-}" in
         shift
         "$VENV/bin/ruff" check hybridexport tests benchmarks scripts
         set +e
-        "$VENV/bin/python" -m pytest -q "$@"
+        # two workers (this machine's two cores), one test file per worker at a time so a file's
+        # module-scoped conversions are made once
+        "$VENV/bin/python" -m pytest -q -n 2 --dist loadfile "$@"
         rc=$?
         set -e
         # pytest exits 5 when it collected no test: that is a failure of the suite, not a pass.
