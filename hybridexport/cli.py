@@ -70,9 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     except HybridExportError as exc:
         if verbose:
             traceback.print_exc()
-        from hybridexport.console import err_console
+        from hybridexport.console import err_console, one_line, plain
 
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {plain(one_line(exc))}", highlight=False, soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

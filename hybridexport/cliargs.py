@@ -32,6 +32,23 @@ def ranged(lo: int, hi: int | None = None) -> Callable[[str], int]:
     return parse
 
 
+def ranged_float(lo: float, hi: float, closed_hi: bool = True) -> Callable[[str], float]:
+    """An argparse ``type`` accepting finite numbers in ``[lo, hi]`` (``[lo, hi)`` when not ``closed_hi``)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+        if not (lo <= value <= hi) or (not closed_hi and value == hi):
+            raise argparse.ArgumentTypeError(f"{text} is out of range (give {lo:g}..{hi:g}"
+                                             f"{'' if closed_hi else ', below ' + format(hi, 'g')})")
+        return value
+
+    parse.__name__ = "float"
+    return parse
+
+
 def _first_existing(path: Path) -> Path:
     p = path.absolute()
     while not p.exists() and p != p.parent:

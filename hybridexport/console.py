@@ -6,10 +6,22 @@ import contextlib
 from collections.abc import Iterator
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 console = Console()
 err_console = Console(stderr=True)
+
+
+def plain(text: object) -> str:
+    """``text`` for a rich markup string or table cell, shown as is: a name from outside (a model, a layer, a
+    file, a tool's message) may hold ``[...]``, which rich would take for markup (``[/]`` is even an error)."""
+    return escape(str(text))
+
+
+def one_line(text: object) -> str:
+    """``text`` on one line: line breaks and other control characters become spaces."""
+    return " ".join("".join(c if c.isprintable() else " " for c in str(text)).split())
 
 
 @contextlib.contextmanager

@@ -29,6 +29,7 @@ from hybridexport.errors import InputFileError
 OPTABLE_KIND = "hybridexport-op-table"
 OPTABLE_VERSION = 1
 SUFFIX = ".ops.json.gz"
+REBUILD = "rebuild it with `hybridexport convert --force`"
 
 
 @dataclass
@@ -128,21 +129,30 @@ class OpTable:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "<op table>") -> OpTable:
+        """An op table from JSON, every field's type checked (unknown row keys are ignored: newer columns);
+        counts, shapes and ranks must be ≥ 0."""
         if not isinstance(d, dict) or d.get("kind") != OPTABLE_KIND:
-            raise InputFileError(f"{source} is not a hybridexport op table; rebuild it with `hybridexport convert --force`")
+            raise InputFileError(f"{source} is not a hybridexport op table; {REBUILD}")
         if d.get("version") != OPTABLE_VERSION:
             raise InputFileError(f"{source}: op table version {d.get('version')!r} is not {OPTABLE_VERSION}; "
-                                 "rebuild it with `hybridexport convert --force`")
-        try:
-            ops = [OpRow(**{k: v for k, v in r.items() if k in _ROW_FIELDS}) for r in d["ops"]]
-            return cls(format=str(d["format"]), ops=ops,
-                       inputs=[TensorSpec(**t) for t in d.get("inputs", [])],
-                       outputs=[TensorSpec(**t) for t in d.get("outputs", [])],
-                       artifact_sha256=str(d.get("artifact_sha256", "")),
-                       module_mapping=str(d.get("module_mapping", "")), extra=dict(d.get("extra", {})))
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise InputFileError(f"{source}: malformed op table ({type(exc).__name__}: {exc}); rebuild it with "
-                                 "`hybridexport convert --force`") from None
+                                 f"{REBUILD}")
+        from hybridexport.records import structure
+
+        ops = d.get("ops")
+        if not isinstance(ops, list):
+            raise InputFileError(f"{source}: 'ops' is not a list; {REBUILD}")
+        rows = [structure({k: v for k, v in r.items() if k in _ROW_FIELDS} if isinstance(r, dict) else r, OpRow,
+                          f"{source}: ops[{i}]", REBUILD) for i, r in enumerate(ops)]
+        head = {k: v for k, v in d.items() if k not in ("kind", "version", "ops")}
+        table = structure({**head, "ops": []}, cls, source, REBUILD)
+        table.ops = rows
+        for i, r in enumerate(rows):
+            counts = (r.macs, r.w_elems, r.in_elems, r.out_elems, r.rank, r.erank, r.max_dim, r.last_dim, r.bytes)
+            if min(counts) < 0 or any(x < 0 for s in (*r.input_shapes, *r.output_shapes) for x in s):
+                raise InputFileError(f"{source}: ops[{i}] ({r.name!r}) has a negative count or size; {REBUILD}")
+        if any(x < 0 for t in (*table.inputs, *table.outputs) for x in t.shape):
+            raise InputFileError(f"{source}: a graph input or output has a negative size; {REBUILD}")
+        return table
 
     def save(self, path: str | Path) -> Path:
         """Write gzip-compressed JSON atomically (deterministic: no timestamp inside)."""
@@ -155,16 +165,12 @@ class OpTable:
 
     @classmethod
     def load(cls, path: str | Path) -> OpTable:
+        """Read a gzip-compressed op table (at most :data:`hybridexport.jsonfile.MAX_TEXT_BYTES` once inflated)."""
+        from hybridexport.jsonfile import parse_json, read_bytes
+
         p = Path(path)
-        try:
-            data = json.loads(gzip.decompress(p.read_bytes()).decode("utf-8"))
-        except FileNotFoundError:
-            raise InputFileError(f"op table '{p}' does not exist; rebuild the artifact with `hybridexport convert "
-                                 "--force`") from None
-        except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InputFileError(f"op table '{p}' is unreadable ({type(exc).__name__}); rebuild it with "
-                                 "`hybridexport convert --force`") from None
-        return cls.from_dict(data, source=str(p))
+        raw = read_bytes(p, "op table", REBUILD, gunzip=True)
+        return cls.from_dict(parse_json(raw, f"op table '{p}'", REBUILD), source=str(p))
 
 
 def op_table_path(artifact: str | Path) -> Path:

@@ -117,14 +117,23 @@ def run_artifact(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from hybridexport.bench import is_artifact_path
-    from hybridexport.console import console, err_console
+    from hybridexport.console import console, err_console, plain
+    from hybridexport.errors import InputFileError
 
     if is_artifact_path(args.model):
         return run_artifact(args)
+    if not args.coreml and (args.out or args.no_rewrite):
+        raise InputFileError(f"{'--out' if args.out else '--no-rewrite'} only applies with --coreml (the Core ML "
+                             "artifact's Neural Engine findings); add --coreml or leave it out")
+    if args.coreml:
+        from hybridexport.cliargs import writable_dir
+        from hybridexport.export.manifest import DEFAULT_OUT
+
+        writable_dir(args.out or DEFAULT_OUT, "--out")
     findings = None
-    with err_console.status(f"analysing {args.model}…") as status:
+    with err_console.status(f"analysing {plain(args.model)}…") as status:
         def on_step(msg: str) -> None:
-            status.update(f"{args.model}: {msg}…")
+            status.update(f"{plain(args.model)}: {plain(msg)}…")
 
         analysis = analyze_from_args(args, on_step=on_step)
         if args.coreml:

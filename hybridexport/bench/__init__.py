@@ -209,9 +209,10 @@ def bench(
 def _run(r: Runner, req: BenchRequest, progress: bool) -> Profile:
     if not progress:
         return r.run(req)
+    from hybridexport.console import plain
     from hybridexport.console import progress as bar
 
-    label = f"{r.name} · {req.label} · {req.artifact_format() or 'pytorch'}"
+    label = plain(f"{r.name} · {req.label} · {req.artifact_format() or 'pytorch'}")
     total = (req.runs + req.warmup) if r.obtained == "measured" else None
     with bar(label, total=total) as (prog, task):
         req.options["progress"] = lambda k, _p=prog, _t=task: _p.advance(_t, k)

@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from hybridexport.bench import bench
     from hybridexport.bench.table import profile_table
     from hybridexport.cliargs import writable_file
-    from hybridexport.console import console
+    from hybridexport.console import console, plain
 
     if args.json:
         writable_file(args.json, "--json")
@@ -88,16 +88,16 @@ def run(args: argparse.Namespace) -> int:
     for p in profiles:
         console.print(profile_table(p, top=args.top, depth=args.depth, wide=console.width >= 110))
         for note in p.notes:
-            console.print(f"[dim]note: {note}[/]", highlight=False)
+            console.print(f"[dim]note: {plain(note)}[/]", highlight=False)
         if isinstance(p.extra.get("placement"), dict):
             from hybridexport.bench.runners.coreml_placement import placement_table
 
             console.print(placement_table(p.extra["placement"]), highlight=False)
         if p.obtained == "predicted":
             for why in _not_measured(p.device, options):
-                console.print(f"[dim]not measured: {why}[/]", highlight=False)
+                console.print(f"[dim]not measured: {plain(why)}[/]", highlight=False)
     if args.json:
         data = profiles[0].to_dict() if len(profiles) == 1 else [p.to_dict() for p in profiles]
         write_json(args.json, data)
-        console.print(f"wrote {args.json}")
+        console.print(f"wrote {plain(args.json)}", highlight=False)
     return 0

@@ -9,8 +9,10 @@ key it does not know in ``DeviceProfile.raw`` and :func:`save_device` writes the
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import platform
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,29 +99,124 @@ def host_facts() -> dict[str, Any]:
     }
 
 
+FIX = "see profiles/iphone13.json for the layout"
+NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+@dataclass
+class _Protocol:
+    """The typed part of ``protocol`` (other keys are free-form notes)."""
+
+    format: str = "onnx"
+    precision: str = ""
+    threads: int = 1
+    delegate: str = ""
+    cpu_mask: str = ""
+    compute_units: str = ""
+    runtime: str = ""
+
+
+@dataclass
+class _Match:
+    """How the attached device is recognised: lists of names, and the Apple platform."""
+
+    models: list[str] = field(default_factory=list)
+    soc_models: list[str] = field(default_factory=list)
+    board_platforms: list[str] = field(default_factory=list)
+    product_types: list[str] = field(default_factory=list)
+    marketing_names: list[str] = field(default_factory=list)
+    chips: list[str] = field(default_factory=list)
+    qai_hub_devices: list[str] = field(default_factory=list)
+    platform: str = "iOS"
+
+
+@dataclass
+class _Cluster:
+    name: str = ""
+    count: int = 0
+    max_ghz: float | None = None
+    cpus: list[int] = field(default_factory=list)
+
+
+@dataclass
+class _Facts:
+    """The hardware facts other stages compute with (calibration priors, cost-model peaks)."""
+
+    clusters: list[_Cluster] = field(default_factory=list)
+    cores: int | None = None
+    peak_tops: float | None = None
+    bandwidth_gbps: float | None = None
+    size_gb: float | None = None
+
+
+@dataclass
+class _Shape:
+    """The keys bench owns, typed (keys other stages own pass through)."""
+
+    name: str
+    kind: str
+    protocol: dict[str, Any]
+    runners: list[str]
+    display_name: str = ""
+    soc: dict[str, Any] = field(default_factory=dict)
+    cpu: dict[str, Any] = field(default_factory=dict)
+    gpu: dict[str, Any] = field(default_factory=dict)
+    npu: dict[str, Any] = field(default_factory=dict)
+    memory: dict[str, Any] = field(default_factory=dict)
+    match: dict[str, Any] = field(default_factory=dict)
+    sources: list[dict[str, Any]] = field(default_factory=list)
+
+
 def _from_dict(data: dict[str, Any], source: str) -> DeviceProfile:
+    """A device profile, every key bench reads checked (types, names, the protocol, the latency model)."""
+    from hybridexport.records import structure
+
+    if not isinstance(data, dict):
+        raise InputFileError(f"device profile {source} is not a JSON object; {FIX}")
     missing = [k for k in REQUIRED if k not in data]
     if missing:
-        raise InputFileError(f"device profile {source} lacks {', '.join(missing)}; see profiles/iphone13.json for the layout")
+        raise InputFileError(f"device profile {source} lacks {', '.join(missing)}; {FIX}")
     if data["kind"] not in KINDS:
         raise InputFileError(f"device profile {source}: kind must be one of {KINDS}, got {data['kind']!r}")
     if not isinstance(data["runners"], list) or not all(isinstance(r, str) for r in data["runners"]):
         raise InputFileError(f"device profile {source}: 'runners' must be a list of runner names")
     if not isinstance(data["protocol"], dict):
         raise InputFileError(f"device profile {source}: 'protocol' must be an object")
+    where = f"device profile {source}"
+    shape = structure({k: v for k, v in data.items() if k in _Shape.__dataclass_fields__}, _Shape, where, FIX)
+    proto = structure(shape.protocol, _Protocol, f"{where}: protocol", FIX, extra_ok=True)
+    structure(shape.match, _Match, f"{where}: match", FIX, extra_ok=True)
+    for key in ("cpu", "npu", "memory"):
+        facts = structure(getattr(shape, key), _Facts, f"{where}: {key}", FIX, extra_ok=True)
+        nums = [facts.peak_tops, facts.bandwidth_gbps, facts.size_gb, *(c.max_ghz for c in facts.clusters)]
+        if any(x is not None and not (math.isfinite(x) and x > 0) for x in nums):
+            raise InputFileError(f"{where}: {key} has a figure ≤ 0 or not finite (use null when unknown); {FIX}")
+    if not NAME.match(shape.name) or (source.endswith(".json") and Path(source).stem != shape.name):
+        raise InputFileError(f"{where}: name {shape.name!r} must be the file's name without .json (lower-case "
+                             "letters, digits, '-', '_', '.')")
+    from hybridexport.bench.runners import RUNNERS
+    from hybridexport.export.formats import NAMES
+
+    unknown = [r for r in shape.runners if r not in RUNNERS]
+    if unknown:
+        raise InputFileError(f"{where}: unknown runner(s) {unknown}; known runners: {', '.join(RUNNERS)}")
+    if proto.format not in (*NAMES, "pytorch") or proto.threads < 1 or (
+            proto.cpu_mask and not re.fullmatch(r"[0-9a-fA-F]{1,16}", proto.cpu_mask)):
+        raise InputFileError(f"{where}: protocol needs a known format ({', '.join(NAMES)}), threads ≥ 1 and a hex "
+                             f"cpu_mask (got {proto.format!r}, {proto.threads!r}, {proto.cpu_mask!r})")
     return DeviceProfile(
-        name=str(data["name"]),
-        kind=str(data["kind"]),
-        display_name=str(data.get("display_name", data["name"])),
-        protocol=dict(data["protocol"]),
-        runners=list(data["runners"]),
-        soc=dict(data.get("soc", {})),
-        cpu=dict(data.get("cpu", {})),
-        gpu=dict(data.get("gpu", {})),
-        npu=dict(data.get("npu", {})),
-        memory=dict(data.get("memory", {})),
-        match=dict(data.get("match", {})),
-        sources=list(data.get("sources", [])),
+        name=shape.name,
+        kind=shape.kind,
+        display_name=shape.display_name or shape.name,
+        protocol=dict(shape.protocol),
+        runners=list(shape.runners),
+        soc=shape.soc,
+        cpu=shape.cpu,
+        gpu=shape.gpu,
+        npu=shape.npu,
+        memory=shape.memory,
+        match=shape.match,
+        sources=shape.sources,
         path=source,
         raw=dict(data),
     )

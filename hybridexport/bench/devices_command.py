@@ -47,7 +47,7 @@ def device_report(options: dict | None = None) -> list[dict]:
 def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from hybridexport.console import console
+    from hybridexport.console import console, plain
 
     options = {k: v for k, v in {"serial": args.serial, "benchmark_binary": args.benchmark_binary,
                                  "ios_team": args.ios_team, "ios_provisioning_profile": args.ios_provisioning_profile,
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         from hybridexport.bench.devices import load_device
         from hybridexport.bench.runners.apple_devices import prepare_command
 
-        console.print(prepare_command(load_device(args.prepare), options), highlight=False)
+        console.print(plain(prepare_command(load_device(args.prepare), options)), highlight=False)
         return 0
     report = device_report(options)
     if args.json:
@@ -67,10 +67,12 @@ def run(args: argparse.Namespace) -> int:
         table.add_column(col, overflow="fold")
     for d in report:
         p = d["protocol"]
-        proto = f"{p.get('format', '')} {p.get('precision', '')} · {p.get('compute_units', '')}"
+        proto = plain(f"{p.get('format', '')} {p.get('precision', '')} · {p.get('compute_units', '')}")
         lines = []
         for r in d["runners"]:
-            lines.append(f"[green]✓ {r['name']}[/]" if r["available"] else f"[red]✗ {r['name']}[/] [dim]{r['reason']}[/]")
-        table.add_row(f"[bold]{d['name']}[/]\n{d['display_name']}", d["soc"], proto, "\n".join(lines))
+            lines.append(f"[green]✓ {plain(r['name'])}[/]" if r["available"] else
+                         f"[red]✗ {plain(r['name'])}[/] [dim]{plain(r['reason'])}[/]")
+        table.add_row(f"[bold]{plain(d['name'])}[/]\n{plain(d['display_name'])}", plain(d["soc"]), proto,
+                      "\n".join(lines))
     console.print(table)
     return 0

@@ -149,28 +149,40 @@ class Profile:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "<dict>") -> Profile:
-        """A Profile from its JSON form, every timing checked (numbers, finite; the total positive, layers and
-        samples not negative) and at least one layer: anything else is a one-line InputFileError."""
-        try:
-            version = d.get("schema_version")
-            if version != SCHEMA_VERSION:
-                raise InputFileError(
-                    f"{source}: profile schema_version {version!r} is not supported (expected {SCHEMA_VERSION}); "
-                    "re-run `hybridexport bench` with this version"
-                )
-            body = {k: v for k, v in d.items() if k != "schema_version"}
-            body["total_ms"] = _stats(body["total_ms"], source, "total_ms", positive=True)
-            layers = body.get("layers")
-            if not isinstance(layers, list) or not layers:
-                raise InputFileError(f"{source}: the profile has no layers (empty or truncated); re-run `hybridexport "
-                                     "bench --json`")
-            body["layers"] = [LayerRow(**{**r, "ms": _stats(r["ms"], source, f"layer {r.get('name', i)!r}")})
-                              for i, r in enumerate(layers)]
-            return cls(**body)
-        except InputFileError:
-            raise
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise InputFileError(f"{source}: not a valid hybridexport Profile ({type(exc).__name__}: {exc})") from None
+        """A Profile from its JSON form, every field's type and every timing checked (numbers, finite, not
+        negative; every end-to-end sample and the total positive; p10 ≤ median ≤ p90 without samples) and
+        at least one layer: anything else is a one-line InputFileError."""
+        if not isinstance(d, dict):
+            raise InputFileError(f"{source}: a profile is a JSON object, not {type(d).__name__}; {REBENCH}")
+        version = d.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise InputFileError(
+                f"{source}: profile schema_version {version!r} is not supported (expected {SCHEMA_VERSION}); "
+                "re-run `hybridexport bench` with this version"
+            )
+        layers = d.get("layers")
+        if not isinstance(layers, list) or not layers:
+            raise InputFileError(f"{source}: the profile has no layers (empty or truncated); re-run `hybridexport "
+                                 "bench --json`")
+        if d.get("obtained") not in OBTAINED:
+            raise InputFileError(f"{source}: profile 'obtained' must be one of {OBTAINED}, got {d.get('obtained')!r}; "
+                                 f"{REBENCH}")
+        from hybridexport.records import structure
+
+        body = {k: v for k, v in d.items() if k != "schema_version"}
+        prof = structure(body, cls, source, REBENCH, hooks={Stats: _stats_hook})
+        t = prof.total_ms
+        if t.median <= 0 or any(x <= 0 for x in t.samples):
+            raise InputFileError(f"{source}: $.total_ms has a time ≤ 0 (median {t.median!r}); an end-to-end time is "
+                                 f"positive; the profile is corrupt ({REBENCH})")
+        for i, r in enumerate(prof.layers):
+            where = f"{source}: $.layers[{i}]"
+            if not math.isfinite(r.share) or (r.macs is not None and r.macs < 0) or (r.bytes is not None and r.bytes < 0):
+                raise InputFileError(f"{where} has a negative or non-finite share, macs or bytes; {REBENCH}")
+        if any(not s or any(x < 1 for x in s) for s in prof.input_shapes):
+            raise InputFileError(f"{source}: $.input_shapes {prof.input_shapes!r} has an empty shape or a size < 1; "
+                                 f"{REBENCH}")
+        return prof
 
     @classmethod
     def load(cls, path: str | Path) -> Profile:
@@ -178,34 +190,61 @@ class Profile:
         return cls.from_dict(data, source=str(Path(path)))
 
 
-def _number(value: Any, source: str, where: str, positive: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (positive and value <= 0):
-        need = "a positive number" if positive else "a number ≥ 0"
-        raise InputFileError(f"{source}: {where} is {value!r}, not {need}; the profile is corrupt (re-run "
-                             "`hybridexport bench`)")
-    return float(value)
+REBENCH = "re-run `hybridexport bench --json`"
 
 
-def _stats(d: Any, source: str, where: str, positive: bool = False) -> Stats:
+def _stats_hook(d: Any, _t: Any) -> Stats:
     """Stats from JSON with every value checked; raw samples (when given) are checked and become the truth."""
+    from hybridexport.records import FieldError, finite
+
     if not isinstance(d, dict):
-        raise InputFileError(f"{source}: {where} is not a statistics object")
+        raise FieldError("is not a statistics object ({median, p10, p90, n, samples})")
+    unknown = sorted(set(d) - {"median", "p10", "p90", "n", "samples"})
+    if unknown:
+        raise FieldError(f"has unknown key(s) {unknown[:5]}")
     samples = d.get("samples") or []
     if not isinstance(samples, list):
-        raise InputFileError(f"{source}: {where}.samples is not a list")
-    xs = [_number(x, source, f"{where}.samples[{i}]") for i, x in enumerate(samples)]
+        raise FieldError("samples is not a list")
+    xs = _samples(samples)
     if xs:
-        if positive and not any(x > 0 for x in xs):
-            raise InputFileError(f"{source}: {where}.samples are all 0; the profile is corrupt (re-run "
-                                 "`hybridexport bench`)")
         return Stats.from_samples(xs)
-    vals = {k: _number(d.get(k), source, f"{where}.{k}", positive=positive and k == "median")
-            for k in ("median", "p10", "p90")}
+    vals = {k: finite(_num(d.get(k), k), k) for k in ("median", "p10", "p90")}
     n = d.get("n", 1)
     if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-        raise InputFileError(f"{source}: {where}.n is {n!r}, not a count")
-    return Stats(median=vals["median"], p10=vals["p10"], p90=vals["p90"], n=n)
+        raise FieldError(f"n is {n!r}, not a count")
+    lo, mid, hi = vals["p10"], vals["median"], vals["p90"]
+    if not lo <= mid * (1 + 1e-9) or not mid <= hi * (1 + 1e-9):
+        raise FieldError(f"has p10 {lo:g}, median {mid:g}, p90 {hi:g}, not p10 ≤ median ≤ p90")
+    return Stats(median=mid, p10=lo, p90=hi, n=n)
+
+
+def _samples(samples: list[Any]) -> list[float]:
+    """Raw timings as floats, each a finite number ≥ 0 (FieldError naming the first that is not)."""
+    from hybridexport.records import FieldError
+
+    try:
+        if all(type(x) is float or type(x) is int for x in samples):
+            xs = [float(x) for x in samples]
+            if all(0.0 <= x < math.inf for x in xs):  # NaN fails the comparison
+                return xs
+    except OverflowError:
+        pass
+    for i, x in enumerate(samples):
+        v = _num(x, f"samples[{i}]")
+        if not 0.0 <= v < math.inf:
+            raise FieldError(f"samples[{i}] is {v!r}, not a number ≥ 0")
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _num(value: Any, what: str) -> float:
+    from hybridexport.records import FieldError
+
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise FieldError(f"{what} is {value!r}, not a number")
+    try:
+        return float(value)
+    except OverflowError:
+        raise FieldError(f"{what} is a number too large for a float") from None
 
 
 def aggregate_by_module(layers: list[LayerRow], depth: int | None = None) -> list[LayerRow]:

@@ -8,17 +8,18 @@ reason for each item that could not be benchmarked. :func:`load_side` reads any 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hybridexport.bench.profile import Profile
 from hybridexport.errors import InputFileError
+from hybridexport.jsonfile import MAX_TEXT_BYTES, parse_json, read_bytes
 
 RESULTS_KIND = "hybridexport-suite-results"
 RESULTS_SCHEMA_VERSION = 1
-#: the largest results text read (compressed or not): a small gzip bomb must not exhaust memory
-MAX_TEXT_BYTES = 256 * 2**20
+__all__ = ["MAX_TEXT_BYTES", "Side", "SuiteFailure", "SuiteResult", "load_side", "read_text_maybe_gzip"]
 
 
 @dataclass
@@ -86,6 +87,9 @@ class SuiteResult:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "<dict>") -> SuiteResult:
+        """Suite results from JSON, every field checked (each profile as by :meth:`Profile.from_dict`)."""
+        if not isinstance(d, dict):
+            raise InputFileError(f"{source}: suite results are a JSON object, not {type(d).__name__}; {RERUN}")
         if d.get("kind", RESULTS_KIND) != RESULTS_KIND:
             raise InputFileError(f"{source}: kind {d.get('kind')!r} is not {RESULTS_KIND!r}")
         version = d.get("schema_version")
@@ -96,51 +100,52 @@ class SuiteResult:
             )
         if not isinstance(d.get("profiles"), list) or not isinstance(d.get("failures", []), list):
             raise InputFileError(f"{source}: 'profiles' and 'failures' must be lists")
-        profiles = []
-        for i, p in enumerate(d["profiles"]):
-            if not isinstance(p, dict):
-                raise InputFileError(f"{source}: profiles[{i}] is not an object")
-            profiles.append(Profile.from_dict(p, source=f"{source}: profiles[{i}]"))
-        failures = []
-        for i, f in enumerate(d.get("failures", [])):
-            try:
-                failures.append(SuiteFailure(**f))
-            except TypeError as exc:
-                raise InputFileError(f"{source}: failures[{i}] is malformed ({exc})") from None
-        return cls(suite=str(d.get("suite", "")), created=str(d.get("created", "")), profiles=profiles,
-                   failures=failures, source=str(d.get("source", "")), environment=dict(d.get("environment", {})),
-                   seconds=float(d.get("seconds", 0.0)), item_seconds=dict(d.get("item_seconds", {})))
+        from hybridexport.records import structure
+
+        head = structure({k: v for k, v in d.items() if k not in ("kind", "schema_version", "profiles", "failures")},
+                         _ResultsHead, source, RERUN)
+        if not math.isfinite(head.seconds) or head.seconds < 0 or any(
+                not math.isfinite(v) or v < 0 for v in head.item_seconds.values()):
+            raise InputFileError(f"{source}: 'seconds' and 'item_seconds' must be durations ≥ 0; {RERUN}")
+        profiles = [Profile.from_dict(p, source=f"{source}: profiles[{i}]") for i, p in enumerate(d["profiles"])]
+        failures = [structure(f, SuiteFailure, f"{source}: failures[{i}]", RERUN)
+                    for i, f in enumerate(d.get("failures", []))]
+        return cls(suite=head.suite, created=head.created, profiles=profiles, failures=failures, source=head.source,
+                   environment=head.environment, seconds=head.seconds, item_seconds=head.item_seconds)
 
     @classmethod
     def load(cls, path: str | Path) -> SuiteResult:
         p = Path(path)
-        try:
-            data = json.loads(read_text_maybe_gzip(p))
-        except FileNotFoundError:
-            raise InputFileError(f"suite results '{p}' do not exist; run `hybridexport bench --suite FILE --json {p}`") from None
-        except (json.JSONDecodeError, UnicodeDecodeError, OSError, EOFError) as exc:
-            raise InputFileError(f"suite results '{p}' are not valid JSON ({exc})") from None
+        hint = f"run `hybridexport bench --suite FILE --json {p}`"
+        data = parse_json(read_bytes(p, "suite results", hint, gunzip=True), f"suite results '{p}'", hint)
         if not isinstance(data, dict):
             raise InputFileError(f"suite results '{p}' are not a JSON object")
         return cls.from_dict(data, source=str(p))
 
 
+RERUN = "re-run `hybridexport bench --suite`"
+
+
+@dataclass
+class _ResultsHead:
+    """The scalar fields of a results file (what :meth:`SuiteResult.from_dict` checks before the profiles)."""
+
+    suite: str = ""
+    created: str = ""
+    source: str = ""
+    seconds: float = 0.0
+    item_seconds: dict[str, float] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=dict)
+
+
 def read_text_maybe_gzip(path: Path, limit: int = MAX_TEXT_BYTES) -> str:
     """The file's text; gzip-compressed files (by their magic bytes) are decompressed, to at most ``limit`` bytes."""
-    with path.open("rb") as fh:
-        magic = fh.read(2)
-        fh.seek(0)
-        if magic == b"\x1f\x8b":
-            import gzip
-
-            with gzip.GzipFile(fileobj=fh) as gz:
-                data = gz.read(limit + 1)
-        else:
-            data = fh.read(limit + 1)
-    if len(data) > limit:
-        raise InputFileError(f"'{path}' holds more than {limit // 2**20} MiB of text; a results file is far smaller "
-                             "(is it the right file?)")
-    return data.decode("utf-8")
+    data = read_bytes(path, "results file", "pass a file written by `hybridexport bench --json`", limit=limit,
+                      gunzip=True)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputFileError(f"'{path}' is not UTF-8 text; pass a profile or suite results JSON file") from None
 
 
 def _round_floats(obj: Any) -> Any:
@@ -179,21 +184,8 @@ def load_side(obj: Any) -> Side:
 
 
 def _load_path(path: Path) -> Side:
-    try:
-        text = read_text_maybe_gzip(path)
-    except FileNotFoundError:
-        raise InputFileError(f"'{path}' does not exist; pass a file written by `hybridexport bench --json`") from None
-    except IsADirectoryError:
-        raise InputFileError(f"'{path}' is a directory; pass a profile or suite results JSON file") from None
-    except (UnicodeDecodeError, OSError, EOFError):
-        raise InputFileError(f"'{path}' is not a text file; pass a profile or suite results JSON file") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputFileError(
-            f"'{path}' is not valid JSON ({exc.msg} at line {exc.lineno}); pass a file written by "
-            "`hybridexport bench --json` or `bench --suite`"
-        ) from None
+    hint = "pass a file written by `hybridexport bench --json` or `bench --suite`"
+    data = parse_json(read_bytes(path, "results file", hint, gunzip=True), f"'{path}'", hint)
     if isinstance(data, list) and data and all(isinstance(d, dict) and "total_ms" in d for d in data):
         # `bench --json` writes a list when it produced several profiles
         return Side(source=str(path), profiles=[Profile.from_dict(d, source=f"{path}[{i}]") for i, d in enumerate(data)],
@@ -207,6 +199,5 @@ def _load_path(path: Path) -> Side:
     if "total_ms" in data:
         return Side(source=str(path), profiles=[Profile.from_dict(data, source=str(path))], single=True)
     raise InputFileError(
-        f"'{path}' is neither a Profile (no 'total_ms') nor suite results (no 'profiles'); "
-        "pass a file written by `hybridexport bench --json` or `bench --suite`"
+        f"'{path}' is neither a Profile (no 'total_ms') nor suite results (no 'profiles'); {hint}"
     )

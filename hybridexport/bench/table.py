@@ -6,6 +6,7 @@ from rich.table import Table
 from rich.text import Text
 
 from hybridexport.bench.profile import Profile
+from hybridexport.console import plain
 
 BAR = 8
 
@@ -27,7 +28,8 @@ def profile_table(profile: Profile, top: int = 15, depth: int | None = None, wid
     t = profile.total_ms
     cpu = profile.extra.get("total_cpu_ms")
     table = Table(
-        title=f"{profile.model} · {profile.format} · {profile.device} · {profile.runner} ({kind})",
+        title=f"{plain(profile.model)} · {plain(profile.format)} · {plain(profile.device)} · {plain(profile.runner)} "
+              f"({kind})",
         caption=(f"total {t.median:.3f} ms (p10–p90 {t.p10:.3f}–{t.p90:.3f}, n={t.n})"
                  + (f", CPU time {cpu['median']:.3f} ms" if isinstance(cpu, dict) else "")
                  + f" · {len(profile.layers)} rows, row medians sum to {profile.layer_sum_ms():.3f} ms"),
@@ -46,7 +48,8 @@ def profile_table(profile: Profile, top: int = 15, depth: int | None = None, wid
     for i, r in enumerate(rows[:top], 1):
         spread = f"{r.ms.p10:.3f}–{r.ms.p90:.3f}" if r.ms.n > 1 and r.ms.p90 != r.ms.p10 else ""
         cells = [str(i), f"{r.ms.median:.3f}", *([spread] if wide else []), _share(r.ms.median / total),
-                 r.module or f"[red]unmapped[/] {r.name[:40]}", r.op_type, *([r.compute_unit] if wide else [])]
+                 plain(r.module) if r.module else f"[red]unmapped[/] {plain(r.name[:40])}", plain(r.op_type),
+                 *([plain(r.compute_unit)] if wide else [])]
         table.add_row(*cells)
     if len(rows) > top:
         rest = sum(r.ms.median for r in rows[top:])

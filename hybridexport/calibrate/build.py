@@ -75,12 +75,15 @@ def _builder_module(builder: str):  # -> nn.Module
 
 def deploy_artifact(builder: str, fmt: str, precision: str | None = None, resolution: int | None = None,
                     backbone: bool = False, out: Path | None = None) -> Manifest:
-    """The builder's artifact in ``fmt`` in deployment form (converted now unless cached)."""
+    """The builder's artifact in ``fmt`` in deployment form (converted now unless cached).
+
+    Kept even when its parity fails: calibration reads the graph, and an untrained model's fp16
+    activations can fall below fp16's normal range (its parity is still recorded in the manifest)."""
     from hybridexport.export import convert
 
     loaded = loaded_model(builder, resolution, backbone)
     [man] = convert(loaded, to=fmt, out=out or cache_dir() / "artifacts", precision=precision,
-                    passes=list(DEPLOY_PASSES), verify_inputs=1)
+                    passes=list(DEPLOY_PASSES), verify_inputs=1, keep_mismatch=True)
     return man
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,32 +142,80 @@ class CsvRow:
         return "backbone" in self.runtime.lower() or "(backbone" in self.model.lower()
 
 
+#: the columns ``read_csv`` reads (others, such as params_M or top1, are allowed and ignored)
+COLUMNS = ("model", "resolution", "device", "runtime/compute_unit", "latency_ms", "source")
+MAX_CSV_BYTES = 64 * 2**20
+
+
 def read_csv(path: str | Path | None = None) -> tuple[list[CsvRow], str]:
-    """All rows of the published latency CSV and its sha256."""
+    """All usable rows of the published latency CSV and the file's sha256.
+
+    The header must name every column in :data:`COLUMNS` (one-line error listing the missing ones and the
+    expected header). A row is skipped when its latency is not a positive finite number or its model or device
+    is empty; its resolution is kept when it is a whole number ≥ 1.
+    """
+    from hybridexport.jsonfile import read_bytes
+
     p = Path(path) if path else DEFAULT_CSV
+    hint = "pass --data PATH to published_latency.csv"
+    data = read_bytes(p, "calibration data", hint, limit=MAX_CSV_BYTES)
     try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise InputFileError(
-            f"calibration data '{p}' does not exist; pass --data PATH to published_latency.csv"
-        ) from None
-    rows = []
-    for i, r in enumerate(csv.DictReader(data.decode("utf-8").splitlines())):
-        try:
-            lat = float(r["latency_ms"])
-        except (TypeError, ValueError):
-            continue
-        res = r.get("resolution") or ""
-        rows.append(CsvRow(i, r["model"].strip(), int(res) if res.strip().isdigit() else None, r["device"].strip(),
-                           r["runtime/compute_unit"].strip(), lat, r.get("source", "")))
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputFileError(f"calibration data '{p}' is not UTF-8 text (byte {exc.start}); {hint}") from None
+    header = f"expected a header with {','.join(COLUMNS)}"
+    reader = csv.DictReader(text.splitlines())
+    try:
+        fields = [f.strip() for f in reader.fieldnames or []]
+        missing = [c for c in COLUMNS if c not in fields]
+        if missing:
+            raise InputFileError(f"calibration data '{p}' lacks the column(s) {', '.join(missing)}; {header} "
+                                 "(the layout of published_latency.csv)")
+        reader.fieldnames = fields
+        rows = []
+        for i, r in enumerate(reader):
+            row = _row(i, r)
+            if row is not None:
+                rows.append(row)
+    except csv.Error as exc:
+        raise InputFileError(f"calibration data '{p}' is not a readable CSV (line {reader.line_num}: {exc}); "
+                             f"{header}") from None
     return rows, hashlib.sha256(data).hexdigest()
 
 
+def _row(i: int, r: dict[str | None, Any]) -> CsvRow | None:
+    """One CSV row, or None when it cannot be a calibration point (short rows read as empty fields)."""
+    def get(key: str) -> str:
+        v = r.get(key)
+        return v.strip() if isinstance(v, str) else ""
+
+    try:
+        lat = float(get("latency_ms"))
+    except ValueError:
+        return None
+    model, device = get("model"), get("device")
+    if not (math.isfinite(lat) and lat > 0 and model and device):
+        return None
+    res = get("resolution")
+    resolution = int(res) if res.isascii() and res.isdigit() and 0 < int(res) <= 16384 else None
+    return CsvRow(i, model, resolution, device, get("runtime/compute_unit"), lat, get("source"))
+
+
 def select_rows(rows: list[CsvRow], calibration: dict[str, Any]) -> list[CsvRow]:
-    """The rows a device's ``calibration`` key selects: exact device name and runtime prefix."""
+    """The rows a device's ``calibration`` key selects: exact device name and runtime prefix.
+
+    ``calibration.match`` must be a list of ``{"device": str, "runtime_prefix": str}`` (one-line error otherwise).
+    """
+    matches = calibration.get("match", [])
+    if not isinstance(matches, list) or not all(
+            isinstance(m, dict) and isinstance(m.get("device"), str) and isinstance(m.get("runtime_prefix", ""), str)
+            for m in matches):
+        raise InputFileError("the device profile's calibration.match must be a list of {\"device\": NAME, "
+                             "\"runtime_prefix\": PREFIX} naming rows of published_latency.csv; see "
+                             "profiles/iphone13.json")
     out = []
     for r in rows:
-        for m in calibration.get("match", []):
+        for m in matches:
             if r.device == m["device"] and r.runtime.startswith(m.get("runtime_prefix", "")):
                 out.append(r)
                 break

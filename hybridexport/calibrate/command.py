@@ -20,14 +20,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from hybridexport.calibrate.profiles import calibration_config, read_profile, write_keys
-    from hybridexport.console import console, status
+    from hybridexport.calibrate.profiles import calibration_config, profile_path, read_profile, write_keys
+    from hybridexport.cliargs import writable_file
+    from hybridexport.console import console, plain, status
+    from hybridexport.errors import InputFileError
 
     device = args.device
     profile = read_profile(device)
     cfg = calibration_config(device, profile)
-    with status(f"calibrating the latency model of {device}"):
-        if device == "host" or (cfg["format"] == "onnx" and not cfg.get("match")):
+    host = device == "host" or (cfg["format"] == "onnx" and not cfg.get("match"))
+    if host and args.data:
+        raise InputFileError(f"--data is the published latency table phones are fitted on; '{device}' is measured "
+                             "on this machine instead: leave out --data")
+    if not args.dry_run:  # a long host calibration must not end in an unwritable profile
+        try:
+            writable_file(profile_path(device), "the device profile")
+        except InputFileError:
+            raise InputFileError(f"cannot write the latency model into {profile_path(device)} (not writable): pass "
+                                 "--dry-run, or set HYBRIDEXPORT_PROFILES to a writable copy of profiles/") from None
+    if args.data:
+        from hybridexport.calibrate.catalog import read_csv
+
+        read_csv(args.data)  # a wrong file is reported before any fitting
+    with status(f"calibrating the latency model of {plain(device)}"):
+        if host:
             from hybridexport.calibrate.host import calibrate_host
 
             model = calibrate_host(device, timer=args.timer)
@@ -41,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         print_summary(device, model)
     if not args.dry_run:
         path = write_keys(device, {"latency_model": model})
-        console.print(f"wrote latency_model to {path}")
+        console.print(f"wrote latency_model to {plain(path)}", highlight=False)
     return 0
 
 

@@ -18,6 +18,12 @@ from hybridexport.jsonfile import read_json
 
 DEFAULT_OUT = Path("hybridexport-out")
 MANIFEST_VERSION = 2
+REBUILD = "rebuild it with `hybridexport convert --force`"
+
+
+def _plain_name(name: str) -> bool:
+    """A file name without folders (``Path(name).name == name``), not ``.`` or ``..``."""
+    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name and "\0" not in name
 
 
 @dataclass
@@ -64,25 +70,39 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "<dict>") -> Manifest:
+        """A manifest from JSON, every field's type checked; unknown keys go to ``extra``. The artifact and
+        its op table must be plain file names (a manifest describes files beside itself, nothing else)."""
+        if not isinstance(d, dict):
+            raise InputFileError(f"{source}: a manifest is a JSON object; {REBUILD}")
         if d.get("manifest_version") != MANIFEST_VERSION:
             raise InputFileError(f"{source}: manifest version {d.get('manifest_version')!r} is not "
                                  f"{MANIFEST_VERSION} (written by another hybridexport); rebuild it with "
                                  "`hybridexport convert --force`")
-        try:
-            body = {k: v for k, v in d.items() if k != "manifest_version"}
-            body["parity"] = Parity(**body["parity"])
-            known = set(cls.__dataclass_fields__)
-            extra = {k: v for k, v in body.items() if k not in known}
-            body = {k: v for k, v in body.items() if k in known}
-            body.setdefault("extra", {}).update(extra)
-            return cls(**body)
-        except (KeyError, TypeError) as exc:
-            raise InputFileError(f"{source}: not a hybridexport manifest ({exc}); re-run `hybridexport convert`") from None
+        from hybridexport.records import structure
+
+        body = {k: v for k, v in d.items() if k != "manifest_version"}
+        known = set(cls.__dataclass_fields__)
+        extra = {k: v for k, v in body.items() if k not in known}
+        body = {k: v for k, v in body.items() if k in known}
+        if extra:
+            body["extra"] = {**extra, **(body["extra"] if isinstance(body.get("extra"), dict) else {})}
+        man = structure(body, cls, source, REBUILD)
+        from hybridexport.optable import SUFFIX
+
+        if not _plain_name(man.path):
+            raise InputFileError(f"{source}: 'path' {man.path!r} is not a file name; {REBUILD}")
+        if man.op_table and (not _plain_name(man.op_table) or not man.op_table.endswith(SUFFIX)):
+            raise InputFileError(f"{source}: 'op_table' {man.op_table!r} is not a '*{SUFFIX}' file name beside the "
+                                 f"artifact; {REBUILD}")
+        if man.size_bytes < 0 or man.resolution < 1 or len(man.sha256) != 64 or any(
+                c not in "0123456789abcdef" for c in man.sha256):
+            raise InputFileError(f"{source}: size_bytes, resolution or sha256 is not a real value; {REBUILD}")
+        return man
 
     @classmethod
     def load(cls, path: str | Path) -> Manifest:
         p = Path(path)
-        man = cls.from_dict(read_json(p, "manifest", expect_object=True), source=str(p))
+        man = cls.from_dict(read_json(p, "manifest", REBUILD, expect_object=True), source=str(p))
         man.path = str(p.parent.absolute() / Path(man.path).name)
         return man
 

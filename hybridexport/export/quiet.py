@@ -94,7 +94,9 @@ def _spinner(console: Console | None, message: str) -> Iterator[None]:
     if console is None or not message or not console.is_terminal:
         yield
         return
-    with console.status(message):
+    from rich.markup import escape
+
+    with console.status(escape(message)):  # a model name may hold [...], which rich reads as markup
         yield
 
 

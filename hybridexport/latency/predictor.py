@@ -35,11 +35,30 @@ def latency_model_of(device: str, profile: dict[str, Any]) -> dict[str, Any]:
     if not lm:
         raise RunnerUnavailableError(
             f"device '{device}' has no calibrated latency model; run `hybridexport calibrate --device {device}`")
+    fix = f"re-run `hybridexport calibrate --device {device}`"
+    if not isinstance(lm, dict) or not isinstance(lm.get("params", {}), dict):
+        raise InputFileError(f"the latency_model of '{device}' is not an object with params; {fix}")
     missing = [n for n in PARAM_NAMES if n not in lm.get("params", {})]
     if missing or "device" not in lm:
         raise InputFileError(f"the latency_model of '{device}' is incomplete (missing {', '.join(missing) or 'device'}); "
-                             f"re-run `hybridexport calibrate --device {device}`")
+                             f"{fix}")
+    _check_numbers(lm, device, fix)
     return lm
+
+
+def _check_numbers(lm: dict[str, Any], device: str, fix: str) -> None:
+    """What :func:`predict_ops` reads, checked: device format/unit/precision (text) and peak figures, every
+    parameter and band ratio a positive finite number (a bad file is one line, not a traceback or NaN)."""
+    import math
+
+    dev, band = lm.get("device"), lm.get("band", {})
+    if not isinstance(dev, dict) or not isinstance(band, dict) or not all(
+            isinstance(dev.get(k), str) for k in ("format", "unit", "precision")):
+        raise InputFileError(f"the latency_model of '{device}' has no device format/unit/precision; {fix}")
+    nums = [dev.get(k) for k in ("peak_macs", "fallback_macs", "bandwidth")] + [lm["params"][n] for n in PARAM_NAMES]
+    nums += [v for k, v in band.items() if k.endswith("_ratio")]
+    if not all(isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) and x > 0 for x in nums):
+        raise InputFileError(f"the latency_model of '{device}' holds a parameter that is not a positive number; {fix}")
 
 
 def predict_ops(ops: list[OpRow], latency_model: dict[str, Any], device: str) -> Prediction:

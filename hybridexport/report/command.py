@@ -15,7 +15,7 @@ _BY_SUFFIX = {".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from hybridexport.cliargs import ranged
+    from hybridexport.cliargs import ranged, ranged_float
 
     parser.add_argument("base", metavar="BASE", help="baseline: a profile JSON (bench --json) or suite results JSON")
     parser.add_argument("new", metavar="NEW", help="the run to judge, same kind of file as BASE")
@@ -24,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--measured-threshold", default=None, metavar="THRESHOLD",
                         help="threshold for measured-vs-measured pairs (default: --threshold); they must also clear "
                              "the bootstrap interval")
-    parser.add_argument("--confidence", type=float, default=0.99, help="bootstrap interval level (default 0.99)")
+    parser.add_argument("--confidence", type=ranged_float(0.5, 1.0, closed_hi=False), default=0.99,
+                        help="bootstrap interval level, 0.5 to below 1 (default 0.99)")
     parser.add_argument("--statistic", default="p20+median",
                         help="what measured runs are compared by: p20+median (default: both must show the change), "
                              "or one of median, p20, pNN")

@@ -119,6 +119,10 @@ def compare_profiles(
     stat_name = "median"
     if both_measured and stats.has_samples(base.total_ms.samples) and stats.has_samples(new.total_ms.samples):
         bs, ns = base.total_ms.samples, new.total_ms.samples
+        if min(bs) <= 0 or min(ns) <= 0 or not all(map(math.isfinite, (*bs, *ns))):
+            # a zero base quantile would make every ratio infinite, which no statistic calls a regression
+            raise InputFileError(f"{base.model}@{base.device}: every end-to-end sample must be a positive, finite time "
+                                 "(a profile holds a sample ≤ 0); re-run the benchmark")
         # every statistic must show the change (clearing its interval); the weakest one is reported
         ests = [stats.ratio_of_quantiles(bs, ns, q=q, confidence=confidence, seed=seed, with_p_value=k == 0)
                 for k, q in enumerate(qs)]
@@ -245,4 +249,10 @@ def compare(
         if m.key not in listed:
             cmp.missing.append(m)
             listed.add(m.key)
+    if not cmp.entries:
+        # a gate that compared nothing must not pass: e.g. every item of the new run failed, or another suite ran
+        failed = [m for m in cmp.missing if m.side in ("new", "both") and m.reason]
+        why = f"; first failure: {failed[0].key}: {failed[0].reason}" if failed else ""
+        raise InputFileError(f"nothing to compare: no model × device × format is in both {b.source} and {n.source} "
+                             f"({len(cmp.missing)} missing on one side{why}); run the same suite for both")
     return cmp

@@ -142,10 +142,14 @@ def render_model_explorer(cmp: Comparison, overlay: str = "latency", graph_id: s
     ``graph``: the exported .onnx the overlay is for (resolves ORT's node names to its node ids).
     """
     index = GraphIndex.from_onnx(graph) if graph else None
-    files = {}
+    files: dict[str, str] = {}
     for e in cmp.entries:
         if e.new.layers:
-            files[overlay_filename(e, overlay)] = json.dumps(entry_node_data(e, overlay, graph_id, index), indent=2) + "\n"
+            name, n = overlay_filename(e, overlay), 1
+            while name in files:  # keys that differ only in characters a file name cannot keep, or input shapes
+                n += 1
+                name = overlay_filename(e, overlay).replace(f".{overlay}.", f"__{n}.{overlay}.")
+            files[name] = json.dumps(entry_node_data(e, overlay, graph_id, index), indent=2) + "\n"
     if not files:
         raise InputFileError("no compared profile has per-layer rows; a Model Explorer overlay needs per-layer data "
                              "(bench with a runner that profiles layers)")

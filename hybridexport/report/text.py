@@ -8,6 +8,7 @@ import math
 from rich.console import Console
 from rich.table import Table
 
+from hybridexport.console import plain
 from hybridexport.report.comparison import Comparison, Entry
 
 VERDICT_STYLE = {"regression": "bold red", "improvement": "green", "unchanged": "dim"}
@@ -61,7 +62,8 @@ def headline(cmp: Comparison) -> str:
 
 def render_console(cmp: Comparison, console: Console, top: int = 5) -> None:
     """Print the comparison as rich tables."""
-    console.print(f"[bold]latency comparison[/] base={cmp.base_source} new={cmp.new_source}", highlight=False)
+    console.print(f"[bold]latency comparison[/] base={plain(cmp.base_source)} new={plain(cmp.new_source)}",
+                  highlight=False)
     table = Table(show_lines=False)
     for col, justify in (("model", "left"), ("device", "left"), ("format", "left"), ("base ms", "right"),
                          ("new ms", "right"), ("Δ", "right"), ("interval", "right"), ("verdict", "left"),
@@ -69,24 +71,25 @@ def render_console(cmp: Comparison, console: Console, top: int = 5) -> None:
         table.add_column(col, justify=justify)
     for e in cmp.entries:
         verdict = e.verdict + (" (info)" if e.informational and e.verdict != "unchanged" else "")
-        table.add_row(e.model, e.device, e.format, fmt_ms(e.base_ms), fmt_ms(e.new_ms), fmt_pct(e.delta_pct),
-                      fmt_ci(e), f"[{VERDICT_STYLE[e.verdict]}]{verdict}[/]", how(e))
+        table.add_row(plain(e.model), plain(e.device), plain(e.format), fmt_ms(e.base_ms), fmt_ms(e.new_ms),
+                      fmt_pct(e.delta_pct), fmt_ci(e), f"[{VERDICT_STYLE[e.verdict]}]{verdict}[/]", plain(how(e)))
     for m in cmp.missing:
-        table.add_row(m.model, m.device, m.format, "-", "-", "-", "", "[yellow]missing[/]",
-                      f"{m.label}: {m.reason}")
+        table.add_row(plain(m.model), plain(m.device), plain(m.format), "-", "-", "-", "", "[yellow]missing[/]",
+                      plain(f"{m.label}: {m.reason}"))
     console.print(table)
     for e in cmp.entries:
         layers = e.top_regressed(top) if e.verdict == "regression" else []
         if layers:
-            lt = Table(title=f"top regressed layers: {e.key}")
+            lt = Table(title=f"top regressed layers: {plain(e.key)}")
             for col in ("layer", "ops", "base ms", "new ms", "Δ ms", "Δ%", "units"):
                 lt.add_column(col, justify="right" if "ms" in col or "%" in col else "left")
             for layer in layers:
-                lt.add_row(layer.module, ",".join(layer.op_types[:3]), fmt_ms(layer.base_ms), fmt_ms(layer.new_ms),
-                           f"{layer.delta_ms:+.3f}", fmt_pct(layer.delta_pct), units_text(layer.base_units, layer.new_units))
+                lt.add_row(plain(layer.module), plain(",".join(layer.op_types[:3])), fmt_ms(layer.base_ms),
+                           fmt_ms(layer.new_ms), f"{layer.delta_ms:+.3f}", fmt_pct(layer.delta_pct),
+                           plain(units_text(layer.base_units, layer.new_units)))
             console.print(lt)
         for note in e.notes:
-            console.print(f"  note {e.key}: {note}", highlight=False)
+            console.print(f"  note {plain(e.key)}: {plain(note)}", highlight=False)
         extra = []
         if e.added():
             extra.append(f"{len(e.added())} added")
@@ -96,7 +99,7 @@ def render_console(cmp: Comparison, console: Console, top: int = 5) -> None:
             extra.append(f"{len(e.moved())} moved: " + ", ".join(
                 f"{m.module} {units_text(m.base_units, m.new_units)}" for m in e.moved()[:5]))
         if extra:
-            console.print(f"  layers {e.key}: " + "; ".join(extra), highlight=False)
+            console.print(f"  layers {plain(e.key)}: " + plain("; ".join(extra)), highlight=False)
     console.print(headline(cmp), style="bold red" if cmp.gating_regressions() else "bold green", highlight=False)
 
 

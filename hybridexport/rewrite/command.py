@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from hybridexport.console import console, err_console
+    from hybridexport.console import console, err_console, plain
     from hybridexport.errors import ConversionError
     from hybridexport.rewrite.base import known_pass_names, load_passes
     from hybridexport.rewrite.pipeline import TARGET_PASSES, resolve_passes, run_pipeline
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     shapes = getattr(args, "input_shape", None)
     check_reference(args.model, args.resolution, shapes)  # a bad reference fails here, before building
     torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
-    with err_console.status(f"rewriting {args.model} ({', '.join(names)})…"):
+    with err_console.status(f"rewriting {plain(args.model)} ({', '.join(names)})…"):
         loaded = load_model(args.model, checkpoint=args.checkpoint, resolution=args.resolution,
                             input_shapes=shapes, strict=not args.allow_mismatch)
         _, report = run_pipeline(loaded.module, loaded.example_inputs(), passes=names, target=args.target)

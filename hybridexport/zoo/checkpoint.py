@@ -31,8 +31,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         except Exception as exc:  # safetensors raises its own SafetensorError
             raise CheckpointError(f"checkpoint '{p}' is not a readable safetensors file ({exc}); re-save it") from None
     else:
-        with p.open("rb") as fh:
-            head = fh.read(4)
+        try:
+            with p.open("rb") as fh:
+                head = fh.read(4)
+        except OSError as exc:
+            raise CheckpointError(f"checkpoint '{p}' is not readable ({exc.strerror or type(exc).__name__})") from None
         # A torch.save file is a zip archive (PK\x03\x04) or, in the legacy format, a pickle (\x80 proto).
         if head[:4] != b"PK\x03\x04" and head[:1] != b"\x80":
             raise CheckpointError(f"checkpoint '{p}' is corrupt or not a PyTorch/safetensors file; re-download or re-save it")
@@ -44,9 +47,13 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                 f"refused to load '{p}': it holds objects that safe (weights_only) loading does not allow "
                 f"({first[:160]}); save a plain state_dict (torch.save(model.state_dict(), ...)) or .safetensors"
             ) from None
-        except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - weights_only loading runs no code; on a damaged file it
+            # raises whatever its reader tripped on (zip, struct, KeyError, IndexError, AssertionError, ...)
             msg = _first_line(exc)
-            raise CheckpointError(f"checkpoint '{p}' is corrupt or not a PyTorch file ({msg[:160]}); re-download or re-save it") from None
+            kind = "" if isinstance(exc, RuntimeError | EOFError | zipfile.BadZipFile | ValueError | OSError) else (
+                f"{type(exc).__name__}: ")
+            raise CheckpointError(f"checkpoint '{p}' is corrupt or not a PyTorch file ({kind}{msg[:160]}); "
+                                  "re-download or re-save it") from None
     return unwrap(raw, p)
 
 
@@ -70,6 +77,10 @@ def unwrap(raw: object, path: Path | str = "<memory>") -> dict[str, torch.Tensor
             f"checkpoint '{path}' holds no state_dict (looked under {', '.join(WRAPPER_KEYS)}); save model.state_dict()"
         )
     sd = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    odd = [k for k in sd if not isinstance(k, str)]
+    if odd:
+        raise CheckpointError(f"checkpoint '{path}' names tensors by {type(odd[0]).__name__} keys ({odd[0]!r}), not "
+                              "parameter names; save model.state_dict()")
     for prefix in PREFIXES:
         if sd and all(k.startswith(prefix) for k in sd):
             sd = {k[len(prefix):]: v for k, v in sd.items()}

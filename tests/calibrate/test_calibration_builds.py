@@ -15,7 +15,8 @@ MODEL = "timm:lcnet_035"
 def test_calibration_op_table_equals_the_one_convert_writes(tmp_path, monkeypatch, fmt):
     monkeypatch.setenv("HYBRIDEXPORT_CACHE", str(tmp_path / "cache"))
     used = deploy_table(MODEL, fmt, resolution=128)
-    [mine] = convert(MODEL, to=fmt, resolution=128, passes=["reparameterize"], out=tmp_path / "user")
+    [mine] = convert(MODEL, to=fmt, resolution=128, passes=["reparameterize"], out=tmp_path / "user",
+                     keep_mismatch=True)  # untrained lcnet_035's fp16 activations underflow; the graph is the point
     written = OpTable.load(mine.op_table_path())
     assert [o.to_dict() for o in used.ops] == [o.to_dict() for o in written.ops]
     again = deploy_artifact(MODEL, fmt, resolution=128)  # cached: reused, not converted again

@@ -16,6 +16,7 @@ partition's output tensors in the name.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -87,12 +88,29 @@ def _clean(line: str) -> str:
     return _PREFIX.sub("", line.rstrip("\r\n"), count=1)
 
 
-def _run_stats(line: str) -> RunStats | None:
+def _time(text: str, what: str, source: str) -> float:
+    """A time or count from the output: a finite number ≥ 0, else InputFileError."""
+    try:
+        value = float(text.rstrip("%"))
+    except ValueError:
+        value = math.nan
+    if not 0 <= value < math.inf:
+        raise InputFileError(f"{source}: {what} is {text!r}, not a time ≥ 0 (damaged output?)")
+    return value
+
+
+def _run_stats(line: str, source: str = "benchmark_model output") -> RunStats | None:
+    """``count=N first=.. curr=.. min=.. max=.. avg=.. std=..`` (µs); values checked, min ≤ avg ≤ max."""
     m = _STATS.search(line)
     if not m:
         return None
-    f = [None if g is None else float(g) for g in m.groups()[1:]]
-    return RunStats(int(m.group(1)), f[0], f[1], f[2], f[3], f[4], f[5])
+    names = ("first", "curr", "min", "max", "avg", "std")
+    f = [None if g is None else _time(g, f"'{n}='", source) for n, g in zip(names, m.groups()[1:])]
+    st = RunStats(int(m.group(1)), f[0], f[1], f[2], f[3], f[4], f[5])
+    if st.avg_us is not None and not st.min_us <= st.avg_us <= st.max_us:
+        raise InputFileError(f"{source}: run timings have min {st.min_us:g} ≤ avg {st.avg_us:g} ≤ max "
+                             f"{st.max_us:g} broken (damaged output?)")
+    return st
 
 
 def parse_benchmark_model(text: str, source: str = "benchmark_model output", require_total: bool = True) -> BenchmarkModelOutput:
@@ -117,19 +135,19 @@ def parse_benchmark_model(text: str, source: str = "benchmark_model output", req
         m = re.match(r"^([A-Za-z#][^:\[]*): \[(.*)\]$", ln.strip())
         if m:
             settings[m.group(1).strip()] = m.group(2)
-        st = _run_stats(ln)
+        st = _run_stats(ln, source)
         if st and st.avg_us is not None:
             inference = st  # the last full line before the tables is the regular benchmark run
         m = re.search(r"Inference timings in us: Init: ([\d.e+]+)", ln)
         if m:
-            init_ms = float(m.group(1)) / 1000.0
+            init_ms = _time(m.group(1), "Init", source) / 1000.0
     try:
         header_i = next(i for i in range(start + 1, min(start + 4, len(lines))) if "[node type]" in lines[i])
     except StopIteration:
         raise InputFileError(f"{source}: the operator table after line {start + 1} has no '[node type]' header (truncated?)") from None
     cols = re.findall(r"\[([^\]]+)\]", lines[header_i])
     needed = {"node type", "first", "avg ms", "%", "mem KB", "times called", "Name"}
-    if not needed <= set(cols):
+    if not needed <= set(cols) or cols[0] != "node type" or cols[-1] != "Name" or len(set(cols)) != len(cols):
         raise InputFileError(f"{source}: unexpected operator-table columns {cols} (line {header_i + 1})")
     numeric = cols[1:-1]
     row_re = re.compile(r"^\s*(?P<type>\S.*?)\s+(?P<nums>(?:" + _NUM + r"\s+){" + str(len(numeric)) + r"})(?P<name>\S.*)$")
@@ -140,7 +158,9 @@ def parse_benchmark_model(text: str, source: str = "benchmark_model output", req
         m = row_re.match(ln)
         if not m:
             raise InputFileError(f"{source}: cannot read operator row at line {i + 1}: {ln.strip()[:80]!r} (truncated?)")
-        vals = dict(zip(numeric, (float(v.rstrip("%")) for v in m.group("nums").split())))
+        vals = {c: _time(v, f"[{c}] at line {i + 1}", source) for c, v in zip(numeric, m.group("nums").split())}
+        if vals["times called"] != int(vals["times called"]):
+            raise InputFileError(f"{source}: [times called] at line {i + 1} is {vals['times called']:g}, not a count")
         rows.append(OpRow(
             node_type=m.group("type").strip(),
             name=m.group("name").strip(),
@@ -163,7 +183,7 @@ def parse_benchmark_model(text: str, source: str = "benchmark_model output", req
         if m and nodes is None:
             nodes = int(m.group(1))
         if ln.startswith("Timings (microseconds):") and profiled is None:
-            profiled = _run_stats(ln)
+            profiled = _run_stats(ln, source)
     if inference is None and profiled is None and require_total:
         raise InputFileError(f"{source}: no run timings ('count=... avg=...') found; the output looks truncated")
     return BenchmarkModelOutput(

@@ -70,25 +70,39 @@ def _result(source: str | Path | dict[str, Any]) -> tuple[Any, str]:
 
 
 def _device(d: Any, where: str, what: str) -> IOSDevice:
-    if not isinstance(d, dict) or "identifier" not in d:
+    """One device entry; each property present must be text (a number is taken as its text)."""
+    if not isinstance(d, dict) or not isinstance(d.get("identifier"), str) or not d["identifier"]:
         raise InputFileError(f"{where}: {what} has no identifier")
-    hw = d.get("hardwareProperties") or {}
-    dev = d.get("deviceProperties") or {}
-    conn = d.get("connectionProperties") or {}
+    parts = {}
+    for key in ("hardwareProperties", "deviceProperties", "connectionProperties"):
+        part = d.get(key) or {}
+        if not isinstance(part, dict):
+            raise InputFileError(f"{where}: {what}: '{key}' is not an object (truncated or not devicectl output?)")
+        parts[key] = part
+
+    def text(key: str, name: str, default: str = "") -> str:
+        value = parts[key].get(name, default)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise InputFileError(f"{where}: {what}: {key}.{name} is not text")
+        return str(value)
+
+    hw, dev, conn = "hardwareProperties", "deviceProperties", "connectionProperties"
     return IOSDevice(
-        identifier=str(d["identifier"]),
-        udid=str(hw.get("udid", "")),
-        name=str(dev.get("name", "")),
-        product_type=str(hw.get("productType", "")),
-        marketing_name=str(hw.get("marketingName", "")),
-        device_type=str(hw.get("deviceType", "")),
-        os_version=str(dev.get("osVersionNumber", "")),
-        tunnel_state=str(conn.get("tunnelState", "")),
-        transport=str(conn.get("transportType", "")),
-        developer_mode=str(dev.get("developerModeStatus", "")),
-        reality=str(hw.get("reality", "physical")),
-        os_build=str(dev.get("osBuildUpdate", "")),
-        pairing_state=str(conn.get("pairingState", "")),
+        identifier=d["identifier"],
+        udid=text(hw, "udid"),
+        name=text(dev, "name"),
+        product_type=text(hw, "productType"),
+        marketing_name=text(hw, "marketingName"),
+        device_type=text(hw, "deviceType"),
+        os_version=text(dev, "osVersionNumber"),
+        tunnel_state=text(conn, "tunnelState"),
+        transport=text(conn, "transportType"),
+        developer_mode=text(dev, "developerModeStatus"),
+        reality=text(hw, "reality", "physical"),
+        os_build=text(dev, "osBuildUpdate"),
+        pairing_state=text(conn, "pairingState"),
     )
 
 

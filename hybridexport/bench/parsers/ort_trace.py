@@ -7,7 +7,7 @@ Kernel events are ``{"cat": "Node", "name": "<node>_kernel_time", "dur": µs, "t
 
 from __future__ import annotations
 
-import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,20 +37,20 @@ class OrtTrace:
 def _load(source: str | Path | list[Any]) -> tuple[list[Any], str]:
     if isinstance(source, list):
         return source, "<trace>"
+    from hybridexport.jsonfile import read_json
+
     p = Path(source)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputFileError(f"onnxruntime trace '{p}' does not exist") from None
-    except UnicodeDecodeError:
-        raise InputFileError(f"onnxruntime trace '{p}' is not text; pass the JSON that end_profiling() wrote") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputFileError(
-            f"onnxruntime trace '{p}' is not valid JSON ({exc.msg} at line {exc.lineno}); it may be truncated"
-        ) from None
-    return data, str(p)
+    return read_json(p, "onnxruntime trace", "pass the JSON that end_profiling() wrote (it may be truncated)"), str(p)
+
+
+def _us(value: Any) -> float:
+    """A trace time (µs): a finite number ≥ 0 (numbers written as strings are accepted, as ORT never does)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise TypeError("a number")
+    x = float(value)
+    if not 0 <= x < math.inf:
+        raise ValueError("finite time ≥ 0")
+    return x
 
 
 def parse_ort_trace(source: str | Path | list[Any]) -> OrtTrace:
@@ -64,16 +64,23 @@ def parse_ort_trace(source: str | Path | list[Any]) -> OrtTrace:
         if not isinstance(ev, dict):
             raise InputFileError(f"onnxruntime trace {where}: event {i} is not an object")
         cat, name = ev.get("cat"), ev.get("name")
+        field_ = "ts"
         try:
             if cat == "Session" and name == "model_run":
-                runs.append((float(ev["ts"]), float(ev["dur"])))
+                ts = _us(ev["ts"])
+                field_ = "dur"
+                runs.append((ts, _us(ev["dur"])))
             elif cat == "Node" and isinstance(name, str) and name.endswith(_SUFFIX):
-                float(ev["ts"]), float(ev["dur"])  # validate
-                if not isinstance(ev.get("args"), dict) or "op_name" not in ev["args"]:
-                    raise KeyError("args.op_name")
-                kernels.append(ev)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InputFileError(f"onnxruntime trace {where}: event {i} ({name}) lacks a valid {exc}") from None
+                ts = _us(ev["ts"])
+                field_ = "dur"
+                dur = _us(ev["dur"])
+                field_ = "args.op_name"
+                if not isinstance(ev.get("args"), dict) or not isinstance(ev["args"].get("op_name"), str):
+                    raise KeyError(field_)
+                kernels.append({**ev, "ts": ts, "dur": dur})
+        except (KeyError, TypeError, ValueError, OverflowError):
+            raise InputFileError(f"onnxruntime trace {where}: event {i} ({str(name)[:60]!r}) lacks a valid "
+                                 f"{field_!r} (a time ≥ 0 in µs, or the node's op_name)") from None
     if not runs:
         raise InputFileError(f"onnxruntime trace {where} has no model_run events; was session.run called before end_profiling()?")
     if not kernels:
@@ -90,8 +97,9 @@ def parse_ort_trace(source: str | Path | list[Any]) -> OrtTrace:
         args = ev["args"]
         if node not in trace.nodes:
             ni = args.get("node_index")
-            trace.nodes[node] = OrtNode(node, str(args["op_name"]), str(args.get("provider", "")),
-                                        int(ni) if str(ni or "").isdigit() else None)
+            index = ni if isinstance(ni, int) and not isinstance(ni, bool) and ni >= 0 else (
+                int(ni) if isinstance(ni, str) and ni.isascii() and ni.isdigit() else None)
+            trace.nodes[node] = OrtNode(node, args["op_name"], str(args.get("provider", "")), index)
         trace.runs[idx][node] = trace.runs[idx].get(node, 0.0) + float(ev["dur"])
     return trace
 

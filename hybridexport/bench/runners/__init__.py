@@ -76,6 +76,13 @@ class BenchRequest:
             side = self.manifest.op_table_path() if self.manifest is not None else None
             if side is not None and side.exists():
                 self._table = OpTable.load(side)
+                sha = self._table.artifact_sha256
+                if sha and self.manifest.sha256 and sha != self.manifest.sha256:
+                    from hybridexport.errors import InputFileError
+
+                    raise InputFileError(f"op table {side} describes another build of {Path(self.manifest.path).name} "
+                                         f"(its sha256 differs from the manifest's); rebuild it with `hybridexport "
+                                         f"convert {self.manifest.model} --to {self.manifest.format} --force`")
             elif self.artifact_path() is not None:
                 from hybridexport.export.formats import for_path
 

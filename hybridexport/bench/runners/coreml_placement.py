@@ -116,6 +116,8 @@ def placement_table(p: dict[str, Any], top: int = 10) -> Any:
     from rich.table import Table
     from rich.text import Text
 
+    from hybridexport.console import plain
+
     line = Text(summary_line(p))
     rows = p.get("disagreements") or []
     if not rows:
@@ -126,7 +128,7 @@ def placement_table(p: dict[str, Any], top: int = 10) -> Any:
         t.add_column(col, overflow="fold")
     for d in rows[:top]:
         cost = "" if d["cost"] is None else f"{100 * d['cost']:.2f}%"
-        t.add_row(d["name"], d["op_type"], d["module"] or "[red]unmapped[/]",
+        t.add_row(plain(d["name"]), plain(d["op_type"]), plain(d["module"]) if d["module"] else "[red]unmapped[/]",
                   d["plan"] + ("" if "ane" in d["supported"] or d["plan"] == "ane" else " (ANE unsupported)"),
                   "Neural Engine" if d["static"] == "ane" else "off the Neural Engine",
                   ", ".join(d["findings"]) or "none", cost)

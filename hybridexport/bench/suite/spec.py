@@ -100,7 +100,15 @@ class Suite:
     farm_jobs: int | None = None  # [defaults] farm_jobs: device-farm items in flight at once
 
 
+#: the same ranges as the bench command's options (``hybridexport.cliargs.ranged``)
+_RANGES = {"runs": (1, 100000), "warmup": (0, 100000), "threads": (1, 1024), "resolution": (1, 8192)}
+FARM_JOBS_MAX = 256
+
+
 def _check_options(where: str, table: dict[str, Any]) -> dict[str, Any]:
+    from hybridexport.bench.runners import RUNNERS
+    from hybridexport.export.options import PRECISIONS
+
     out = {}
     for key, value in table.items():
         if key == "input_shapes":
@@ -110,12 +118,25 @@ def _check_options(where: str, table: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, bool) or not isinstance(value, want):
             tname = want.__name__ if isinstance(want, type) else "/".join(t.__name__ for t in want)
             raise InputFileError(f"{where}: '{key}' must be a {tname}, got {value!r}")
-        if key in ("runs", "threads", "resolution") and value < 1:
-            raise InputFileError(f"{where}: '{key}' must be at least 1, got {value}")
-        if key == "warmup" and value < 0:
-            raise InputFileError(f"{where}: 'warmup' must be 0 or more, got {value}")
+        lo, hi = _RANGES.get(key, (None, None))
+        if lo is not None and not lo <= value <= hi:
+            bound = f"at least {lo}" if value < lo else f"at most {hi}"
+            raise InputFileError(f"{where}: '{key}' must be {bound}, got {value}")
+        if key == "runner" and value not in RUNNERS:
+            raise InputFileError(f"{where}: unknown runner '{value}'; known runners: {', '.join(RUNNERS)}")
+        if key == "precision" and value not in PRECISIONS:
+            raise InputFileError(f"{where}: unknown precision '{value}'; use one of: {', '.join(PRECISIONS)}")
         out[key] = value
     return out
+
+
+def _check_device(where: str, name: str) -> None:
+    from hybridexport.bench.devices import load_device
+
+    try:
+        load_device(name)
+    except HybridExportError as exc:
+        raise InputFileError(f"{where}: {exc}") from None
 
 
 def _check_shapes(where: str, value: Any) -> tuple[tuple[int, ...], ...]:
@@ -151,10 +172,14 @@ def _check_model(where: str, name: str) -> None:
 
 def parse_suite(text: str, source: str = "<suite>", check_models: bool = True) -> Suite:
     """Parse and validate a suite TOML document (every mistake is a one-line InputFileError)."""
+    if not isinstance(text, str):
+        raise InputFileError(f"{source}: a suite is TOML text, not {type(text).__name__}")
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InputFileError(f"{source}: not valid TOML ({exc})") from None
+    except RecursionError:
+        raise InputFileError(f"{source}: nests arrays or tables too deeply to be a suite") from None
     unknown = sorted(set(doc) - _TOP_KEYS)
     if unknown:
         raise InputFileError(f"{source}: unknown top-level key(s) {unknown}; allowed: name, description, [defaults], [[run]]")
@@ -169,8 +194,10 @@ def parse_suite(text: str, source: str = "<suite>", check_models: bool = True) -
         raise InputFileError(f"{source}: 'defaults' must be a table ([defaults])")
     defaults = dict(defaults)  # farm_jobs is a suite-wide setting, not an item option
     farm_jobs = defaults.pop("farm_jobs", None)
-    if farm_jobs is not None and (isinstance(farm_jobs, bool) or not isinstance(farm_jobs, int) or farm_jobs < 1):
-        raise InputFileError(f"{source}: [defaults] 'farm_jobs' must be a whole number ≥ 1, got {farm_jobs!r}")
+    if farm_jobs is not None and (isinstance(farm_jobs, bool) or not isinstance(farm_jobs, int)
+                                  or not 1 <= farm_jobs <= FARM_JOBS_MAX):
+        bound = f"≤ {FARM_JOBS_MAX}" if isinstance(farm_jobs, int) and farm_jobs > FARM_JOBS_MAX else "≥ 1"
+        raise InputFileError(f"{source}: [defaults] 'farm_jobs' must be a whole number {bound}, got {farm_jobs!r}")
     bad = sorted(set(defaults) - set(_OPTION_TYPES))
     if bad:
         raise InputFileError(f"{source}: [defaults] has unknown key(s) {bad}; allowed: {', '.join(_OPTION_TYPES)}, "
@@ -202,9 +229,15 @@ def parse_suite(text: str, source: str = "<suite>", check_models: bool = True) -
         if check_models:
             for model in lists["models"]:
                 _check_model(where, refs[model])
+            for device in lists["devices"]:
+                _check_device(where, device)
         opts = {**defaults, **_check_options(where, {k: v for k, v in run.items() if k in _OPTION_TYPES})}
         if "checkpoint" in opts and base is not None:
-            opts["checkpoint"] = str((base / opts["checkpoint"]).resolve())
+            ckpt = (base / opts["checkpoint"]).resolve()
+            if not ckpt.is_file():
+                raise InputFileError(f"{where}: checkpoint '{opts['checkpoint']}' (resolved beside the suite file: "
+                                     f"{ckpt}) is not a file; fix the path (relative to the suite file)")
+            opts["checkpoint"] = str(ckpt)
         if "input_shapes" in opts and "resolution" in opts:
             raise InputFileError(f"{where}: 'resolution' and 'input_shapes' both set the input; keep one")
         for model in lists["models"]:
@@ -230,4 +263,6 @@ def load_suite(path: str | Path, check_models: bool = True) -> Suite:
         raise InputFileError(f"suite file '{p}' does not exist; see benchmarks/suite.toml for an example") from None
     except (IsADirectoryError, UnicodeDecodeError):
         raise InputFileError(f"suite file '{p}' is not a TOML text file") from None
+    except OSError as exc:
+        raise InputFileError(f"suite file '{p}' is unreadable ({exc.strerror or type(exc).__name__})") from None
     return parse_suite(text, source=str(p), check_models=check_models)
