@@ -94,7 +94,7 @@ class Manifest:
         if man.op_table and (not _plain_name(man.op_table) or not man.op_table.endswith(SUFFIX)):
             raise InputFileError(f"{source}: 'op_table' {man.op_table!r} is not a '*{SUFFIX}' file name beside the "
                                  f"artifact; {REBUILD}")
-        if man.size_bytes < 0 or man.resolution < 1 or len(man.sha256) != 64 or any(
+        if man.size_bytes < 0 or man.resolution < 0 or len(man.sha256) != 64 or any(
                 c not in "0123456789abcdef" for c in man.sha256):
             raise InputFileError(f"{source}: size_bytes, resolution or sha256 is not a real value; {REBUILD}")
         return man
