@@ -90,7 +90,7 @@ def compare_profiles(
     informational = False
     both_measured = base.obtained == new.obtained == "measured"
     thr = (measured_threshold if measured_threshold is not None else threshold) if both_measured else threshold
-    if _key(base) != _key(new):
+    if not _same(base, new):
         notes.append(f"comparing {_label(base)} with {_label(new)}")
     if (base.device, base.format) != (new.device, new.format):
         informational = True
@@ -179,6 +179,20 @@ def _index(side: Side, label: str) -> dict[tuple[str, str, str, str], Profile]:
     return out
 
 
+def _adopt_shapes(a: dict[tuple[str, str, str, str], Profile], b: dict[tuple[str, str, str, str], Profile]) -> None:
+    """A profile written before input shapes were recorded (shape "") pairs with the other side's one profile
+    of the same model × device × format."""
+    for key in [k for k in a if k[3] == "" and k not in b]:
+        others = [k for k in b if k[:3] == key[:3]]
+        if len(others) == 1 and others[0] not in a:
+            a[others[0]] = a.pop(key)
+
+
+def _same(bp: Profile, np_: Profile) -> bool:
+    kb, kn = _key(bp), _key(np_)
+    return kb == kn or (kb[:3] == kn[:3] and "" in (kb[3], kn[3]))
+
+
 def _failure_reason(side: Side, key: tuple[str, ...]) -> str:
     for f in side.failures:
         if (f.get("model"), f.get("device"), f.get("format")) == tuple(key[:3]):
@@ -221,13 +235,15 @@ def compare(
             "statistic": statistic}
     if b.single and n.single:
         bp, np_ = b.profiles[0], n.profiles[0]
-        if _key(bp) != _key(np_) and not allow_different:
+        if not _same(bp, np_) and not allow_different:
             raise InputFileError(
                 f"{b.source} is {_label(bp)} but {n.source} is {_label(np_)}: not like with like; pass "
                 "--allow-different to compare two designs anyway")
         cmp.entries.append(compare_profiles(bp, np_, **opts))
         return cmp
     bi, ni = _index(b, "base"), _index(n, "new")
+    _adopt_shapes(bi, ni)
+    _adopt_shapes(ni, bi)
     for key, bp in bi.items():
         if key in ni:
             cmp.entries.append(compare_profiles(bp, ni[key], **opts))

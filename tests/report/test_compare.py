@@ -273,3 +273,20 @@ def test_busy_machine_makes_measured_verdicts_informational():
     assert any("busy machine (load 5.5 on 2 cores)" in n for n in e.notes)
     e = compare(base, measured_profile(seed=2, environment=quiet, scale=_scale(1.3))).entries[0]
     assert e.gating and not any("busy" in n for n in e.notes)
+
+
+def test_profiles_without_input_shapes_pair_with_the_one_profile_of_their_model() -> None:
+    """A baseline written before profiles recorded input shapes still gates the same model × device × format."""
+    old = [predicted_profile("iformer-t"), predicted_profile("mobilevit-xxs")]
+    new = [predicted_profile("iformer-t", scale={"stages.1.blocks.0.attn": 2.0}), predicted_profile("mobilevit-xxs")]
+    for p in new:
+        p.input_shapes = [[1, 3, 224, 224]]
+    cmp = compare(old, new, threshold=0.05)
+    assert len(cmp.entries) == 2
+    slower = [e for e in cmp.entries if e.verdict == "regression"]
+    assert len(slower) == 1 and not slower[0].informational
+    # two shapes of one model on the new side: no guess, the old profile is reported missing
+    extra = predicted_profile("iformer-t")
+    extra.input_shapes = [[1, 3, 512, 512]]
+    cmp = compare(old, [*new, extra], threshold=0.05)
+    assert sum(1 for e in cmp.entries if e.verdict == "regression") == 0
