@@ -11,7 +11,8 @@
 #    reported, but fail only when beyond LATENCY_HOST_THRESHOLD (default 25%) AND statistically
 #    clear (99% bootstrap interval of the p20 ratio wholly above 1): CI machines are shared and noisy.
 #    A host timing taken on a busy machine (1-min load ≥ cores + 1) or on other hardware than the
-#    baseline's is informational only (reported, never fails).
+#    baseline's is informational only (reported, never fails), and so is a host timing of the very
+#    artifact the baseline timed (same sha256, same runtime settings): only the machine changed.
 #
 # Environment: PYTHON (default .venv/bin/python), LATENCY_OUT (default results),
 # LATENCY_BASELINE, LATENCY_SUITE, LATENCY_THRESHOLD, LATENCY_HOST_THRESHOLD, LATENCY_JOBS (default 2:

@@ -21,7 +21,10 @@ samples (noted in the report). Measured pairs can get their own, more generous t
 sustained load nothing helps (runs spread up to 3×), so a measured pair taken on a busy machine
 (1-minute load average at least the core count + 1 when the runner started), on different
 machines, or a measured/predicted mix, still gets a verdict but is marked *informational* and never
-fails the exit code. Layers are matched by ``nn.Module`` path (runtime rows of one module summed,
+fails the exit code. So does a measured pair of the *same artifact* (equal ``artifact_sha256``) run with
+the same runtime and settings: nothing the change under test made differs, so a timing difference
+between the two runs is the machine's (same-kind CI machines were seen 1.3-2.2x apart on identical
+files); a changed artifact is still gated. Layers are matched by ``nn.Module`` path (runtime rows of one module summed,
 per run when raw samples exist; per-layer intervals use the median); layers found on one side only
 are listed as added or removed, and layers whose compute units changed are flagged as moved.
 """
@@ -66,6 +69,21 @@ def _busy(profile: Profile) -> str:
     return ""
 
 
+# environment entries that vary between runs without changing what was run
+_VOLATILE_ENV = frozenset({"load_average", "os", "python", "runs", "warmup", "priority", "date", "hostname"})
+
+
+def _same_run_setup(base: Profile, new: Profile) -> str:
+    """'sha256 5253b4c8…' when both sides ran the same artifact with the same runtime and settings, else ''."""
+    if not (base.artifact_sha256 and base.artifact_sha256 == new.artifact_sha256 and base.runner == new.runner):
+        return ""
+    eb, en = base.environment or {}, new.environment or {}
+    keys = (set(eb) | set(en)) - _VOLATILE_ENV
+    if any(eb.get(k) != en.get(k) for k in keys):
+        return ""
+    return f"sha256 {base.artifact_sha256[:8]}…"
+
+
 def _machine(profile: Profile) -> dict[str, Any]:
     env = profile.environment or {}
     return {k: env[k] for k in MACHINE_KEYS if k in env}
@@ -105,6 +123,11 @@ def compare_profiles(
             informational = True
             what = ", ".join(f"{k}: {mb[k]!r} vs {mn[k]!r}" for k in diff)
             notes.append(f"measured on different machines ({what}): informational, not gating")
+        same = _same_run_setup(base, new)
+        if same:
+            informational = True
+            notes.append(f"same artifact ({same}) and runtime settings on both sides: the change under test did "
+                         "not alter what ran, a timing difference is the machine's (informational, not gating)")
     for side, prof in (("base", base), ("new", new)):
         busy = _busy(prof)
         if busy and both_measured:

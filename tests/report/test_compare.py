@@ -290,3 +290,23 @@ def test_profiles_without_input_shapes_pair_with_the_one_profile_of_their_model(
     extra.input_shapes = [[1, 3, 512, 512]]
     cmp = compare(old, [*new, extra], threshold=0.05)
     assert sum(1 for e in cmp.entries if e.verdict == "regression") == 0
+
+
+def test_the_same_artifact_run_twice_is_never_a_gated_regression() -> None:
+    """Identical file, runtime and settings on both sides: only the machine differs, so a slowdown is not gated."""
+    env = {"cpu_model": "EPYC", "cpu_cores": 2, "runtime": "onnxruntime", "onnxruntime": "1.31.1", "threads": 1}
+    base = measured_profile(seed=1, environment={**env, "load_average": [1.0, 1.0, 1.0]})
+    slow = measured_profile(seed=2, scale=_scale(1.8), environment={**env, "load_average": [1.5, 1.0, 1.0]})
+    base.artifact_sha256 = slow.artifact_sha256 = "ab" * 32
+    e = compare(base, slow).entries[0]
+    assert e.verdict == "regression" and e.informational and not e.gating
+    assert any("same artifact (sha256 abababab…)" in n for n in e.notes)
+    # a changed artifact is gated
+    slow.artifact_sha256 = "cd" * 32
+    assert compare(base, slow).entries[0].gating
+    # so is the same artifact under other runtime settings (another ONNX Runtime, other thread count)
+    slow.artifact_sha256 = base.artifact_sha256
+    for key, value in (("onnxruntime", "1.32.0"), ("threads", 2)):
+        other = measured_profile(seed=2, scale=_scale(1.8), environment={**env, key: value})
+        other.artifact_sha256 = base.artifact_sha256
+        assert compare(base, other).entries[0].gating, key
