@@ -12,6 +12,7 @@ import importlib
 import os
 import sys
 import traceback
+from typing import NoReturn
 
 from hybridexport.errors import HybridExportError
 
@@ -28,8 +29,17 @@ COMMANDS: dict[str, str] = {
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line naming the problem and where help is (exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        from hybridexport.console import one_line
+
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="hybridexport",
         description="Rewrite, export and profile mobile hybrid vision networks.",
     )

@@ -180,3 +180,15 @@ def test_converter_import_warnings_are_quiet_unless_verbose(monkeypatch, capsys)
     assert main(["list", "--json"]) == 0
     assert all(logging.getLogger(n).level == logging.ERROR for n in NOISY_LOGGERS)
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("argv", [["convert", "iformer-t", "--resolution", "-5"], ["bench", "--top"], ["nosuch"],
+                                  ["convert"], ["compare", "a.json"], ["bench", "--threads", "0"]])
+def test_usage_errors_are_one_line_naming_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """argparse's own errors (bad value, missing argument, unknown command) are one line with where help is."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "error:" in err and "--help'" in err and "usage:" not in err
