@@ -43,6 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--ios-bundle-id", metavar="ID", help="ModelRunner's bundle id (the profile's; or $HYBRIDEXPORT_IOS_BUNDLE_ID)")
     g.add_argument("--compute-units", type=str.upper, choices=("ALL", "CPU_AND_NE", "CPU_AND_GPU", "CPU_ONLY"),
                    help="Core ML compute units on an iPhone or Mac (default: the device protocol's, ALL)")
+    g.add_argument("--probe-timeout", type=ranged(1, 3600), metavar="S",
+                   help="seconds a device probe (adb devices, devicectl list) may take (or $HYBRIDEXPORT_PROBE_TIMEOUT; "
+                        "default 10)")
+    g.add_argument("--bench-timeout", type=ranged(1, 86400), metavar="S",
+                   help="seconds one on-device benchmark may take (or $HYBRIDEXPORT_BENCH_TIMEOUT; default 120 + 5 per run)")
     g.add_argument("--qai-hub-device", metavar="NAME",
                    help="Qualcomm AI Hub device name (default: the profile's match.qai_hub_devices)")
     g.add_argument("--qai-hub-timeout", type=ranged(1, 86400), metavar="S",
@@ -79,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
         "android_delegate": args.android_delegate, "ios_team": args.ios_team,
         "ios_provisioning_profile": args.ios_provisioning_profile, "ios_bundle_id": args.ios_bundle_id,
         "compute_units": args.compute_units, "qai_hub_device": args.qai_hub_device,
-        "qai_hub_timeout": args.qai_hub_timeout,
+        "qai_hub_timeout": args.qai_hub_timeout, "probe_timeout": args.probe_timeout,
+        "bench_timeout": args.bench_timeout,
     }.items() if v}
     profiles = bench(args.model, device=args.device, fmt=args.format, runner=args.runner, runs=args.runs,
                      warmup=args.warmup, threads=args.threads, out=Path(args.out), precision=args.precision,

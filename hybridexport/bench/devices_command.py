@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
+
+from hybridexport.cliargs import ranged
 
 HELP = "list device profiles and which runners can serve them on this machine"
 
@@ -12,6 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--serial", help="adb serial to check for Android devices")
     parser.add_argument("--benchmark-binary", metavar="PATH", help="TFLite benchmark_model binary to check for")
+    parser.add_argument("--probe-timeout", type=ranged(1, 3600), metavar="S",
+                        help="seconds each device probe may take (or $HYBRIDEXPORT_PROBE_TIMEOUT; default 10)")
     parser.add_argument("--ios-team", metavar="TEAMID",
                         help="Apple development team that signs coremltools' ModelRunner app (or $HYBRIDEXPORT_IOS_TEAM)")
     parser.add_argument("--ios-provisioning-profile", metavar="UUID",
@@ -26,22 +31,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def device_report(options: dict | None = None) -> list[dict]:
-    """One entry per profile: facts, protocol, and each runner's availability with the reason."""
+    """One entry per profile: facts, protocol, and each runner's availability with the reason.
+
+    Profiles are checked in parallel and share their probes (one ``adb devices`` for every Android
+    profile), so a hung tool costs one probe timeout, not one per profile.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     from hybridexport.bench.devices import list_devices
+    from hybridexport.bench.probing import probe_scope
     from hybridexport.bench.select import runner_status
 
-    out = []
-    for d in list_devices():
+    def entry(d: Any) -> dict:
         facts = d.facts()
-        out.append({
+        return {
             "name": d.name,
             "display_name": d.display_name,
             "kind": d.kind,
             "soc": facts.get("soc", {}).get("name", "") if d.kind != "host" else facts["cpu"].get("model", ""),
             "protocol": d.protocol,
             "runners": [s.to_dict() for s in runner_status(d, options or {})],
-        })
-    return out
+        }
+
+    devices = list_devices()
+    with probe_scope(), ThreadPoolExecutor(max_workers=max(1, min(8, len(devices)))) as pool:
+        return list(pool.map(entry, devices))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
 
     options = {k: v for k, v in {"serial": args.serial, "benchmark_binary": args.benchmark_binary,
                                  "ios_team": args.ios_team, "ios_provisioning_profile": args.ios_provisioning_profile,
-                                 "ios_bundle_id": args.ios_bundle_id, "compute_units": args.compute_units}.items() if v}
+                                 "ios_bundle_id": args.ios_bundle_id, "compute_units": args.compute_units,
+                                 "probe_timeout": args.probe_timeout}.items() if v}
     if args.prepare:
         from hybridexport.bench.devices import load_device
         from hybridexport.bench.runners.apple_devices import prepare_command

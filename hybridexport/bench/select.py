@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from hybridexport.bench.probing import probe_scope
 from hybridexport.bench.runners import RUNNERS, Runner, get_runner
 from hybridexport.errors import HybridExportError, RunnerUnavailableError
 
@@ -29,7 +30,13 @@ def _load(name: str, options: dict[str, Any]) -> tuple[Runner | None, str]:
 
 
 def runner_status(device: Any, options: dict[str, Any] | None = None, names: list[str] | None = None) -> list[RunnerStatus]:
-    """Every runner in ``device.runners`` (or ``names``), in preference order, with availability here."""
+    """Every runner in ``device.runners`` (or ``names``), in preference order, with availability here
+    (their device probes shared: :func:`hybridexport.bench.probing.probe_scope`)."""
+    with probe_scope():
+        return _statuses(device, options, names)
+
+
+def _statuses(device: Any, options: dict[str, Any] | None, names: list[str] | None) -> list[RunnerStatus]:
     out = []
     for name in names or device.runners:
         runner, why = _load(name, options or {})

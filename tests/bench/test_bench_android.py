@@ -28,6 +28,11 @@ import json, os, sys
 args = sys.argv[1:]
 prefix = args[:2] if args[:1] == ["-s"] else []
 if args[:1] == ["devices"]:
+    with open(os.environ["FAKE_ADB_LOG"] + ".devices", "a") as log:
+        log.write("devices\n")
+    if os.environ.get("FAKE_ADB_HANG"):
+        import time
+        time.sleep(float(os.environ["FAKE_ADB_HANG"]))
     print("List of devices attached")
     for line in os.environ.get("FAKE_ADB_DEVICES", "").split(";"):
         if line:
@@ -234,3 +239,74 @@ def test_bench_api_routes_to_android_and_errors_when_unplugged(fake_adb, monkeyp
     monkeypatch.setenv("HYBRIDEXPORT_PROFILES", str(profiles_dir))
     with pytest.raises(RunnerUnavailableError, match="android-adb: no adb device attached"):
         bench(device="pixel8", out=out, runs=20, warmup=5)
+
+
+def test_a_hung_adb_costs_one_probe_timeout_for_every_android_profile(fake_adb, monkeypatch):
+    """`devices` probes the profiles in parallel and shares one `adb devices`, with the probe timeout."""
+    import time
+
+    from hybridexport.bench.devices_command import device_report
+
+    monkeypatch.setenv("FAKE_ADB_HANG", "30")
+    monkeypatch.setenv("HYBRIDEXPORT_PROBE_TIMEOUT", "2")
+    t0 = time.monotonic()
+    report = device_report()
+    took = time.monotonic() - t0
+    android = [r for d in report if d["kind"] == "android" for r in d["runners"] if r["name"] == "android-adb"]
+    assert len(android) >= 2
+    assert all(not r["available"] and "gave no answer in 2 s" in r["reason"] for r in android), android
+    assert Path(str(fake_adb.log) + ".devices").read_text().count("devices") == 1
+    assert took < 2 * 2 + 10, took  # one timeout (2 s) and the rest of the report, not one per profile
+
+
+def test_probes_are_not_cached_outside_a_report(fake_adb, monkeypatch):
+    from hybridexport.bench.devices import load_device
+    from hybridexport.bench.runners.android_adb import AndroidAdbRunner
+
+    runner = AndroidAdbRunner()
+    assert runner.availability(load_device("pixel8"))[0]
+    monkeypatch.setenv("FAKE_ADB_DEVICES", "")  # unplugged: the next check must see it
+    ok, why = runner.availability(load_device("pixel8"))
+    assert not ok and "no adb device attached" in why
+
+
+@pytest.mark.parametrize(("options", "env", "expect"), [
+    ({}, {}, 120 + 5 * 60), ({"bench_timeout": 900}, {}, 900), ({}, {"HYBRIDEXPORT_BENCH_TIMEOUT": "30"}, 30)])
+def test_benchmark_timeout_scales_with_the_runs_unless_given(options, env, expect, monkeypatch):
+    from hybridexport.bench.probing import bench_timeout, transfer_timeout
+
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert bench_timeout(50, 10, options) == expect
+    assert transfer_timeout(20_000_000, {}) == pytest.approx(10 + 10)
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "nan", "soon"])
+def test_bad_timeout_setting_is_one_line(value, monkeypatch):
+    from hybridexport.bench.probing import probe_timeout
+    from hybridexport.errors import HybridExportError
+
+    monkeypatch.setenv("HYBRIDEXPORT_PROBE_TIMEOUT", value)
+    with pytest.raises(HybridExportError, match=r"HYBRIDEXPORT_PROBE_TIMEOUT must be a positive number of seconds"):
+        probe_timeout()
+
+
+def test_the_benchmark_gets_its_proportional_timeout(fake_adb):
+    """The benchmark_model call waits 120 s + 5 s per run (not a fixed 600 s); pushes scale with the file."""
+    from unittest import mock
+
+    from hybridexport.bench.runners import android_adb
+
+    seen = []
+    real = android_adb.Adb.__call__
+
+    def spy(self, *args, timeout=None):
+        seen.append((args[:2], timeout or self.timeout))
+        return real(self, *args, timeout=timeout)
+
+    dev = load_device("pixel8")
+    with mock.patch.object(android_adb.Adb, "__call__", spy):
+        AndroidAdbRunner().run(BenchRequest(device=dev, manifest=_manifest(DATA / "tinynet.tflite"), runs=7, warmup=3,
+                                            threads=1))
+    assert any(a[0] == "shell" and t == 120 + 5 * 10 for a, t in seen), seen
+    assert all(t <= 10 + 1 for a, t in seen if a[0] == "devices")

@@ -408,6 +408,8 @@ def test_suite_runs_farm_jobs_concurrently_and_records_the_failure(farm, tmp_pat
     slower = Profile.from_dict({**a.to_dict(), "total_ms": {**a.total_ms.__dict__,
                                                             "samples": [x * 1.3 for x in a.total_ms.samples]}})
     slower.total_ms = Stats.from_samples(slower.total_ms.samples)
+    assert compare_profiles(a, slower).informational  # the same file again: only the phone differs
+    slower.artifact_sha256 = "0" * 64  # a changed artifact is gated
     e = compare_profiles(a, slower)
     assert e.method == "bootstrap" and not e.informational and e.verdict == "regression"
     other = next(p for p in res.profiles if p.device == "galaxy-s25")

@@ -38,6 +38,14 @@ from typing import Any
 from hybridexport import modpath
 from hybridexport.bench.mapping import align, aligned_modules, is_xnnpack_op, tflite_kind, xnn_kinds
 from hybridexport.bench.parsers.benchmark_model import BenchmarkModelOutput, RunStats, parse_benchmark_model
+from hybridexport.bench.probing import (
+    BENCH_ENV,
+    PROBE_ENV,
+    bench_timeout,
+    once,
+    probe_timeout,
+    transfer_timeout,
+)
 from hybridexport.bench.profile import LayerRow, Profile, Stats
 from hybridexport.bench.runners import BenchRequest, Runner
 from hybridexport.bench.runners._common import artifact, version_of
@@ -57,8 +65,9 @@ BINARY_HELP = ("pass --benchmark-binary PATH or set HYBRIDEXPORT_BENCHMARK_MODEL
 class Adb:
     """Thin wrapper: every call is ``[adb, -s, serial, *args]``, output captured, errors one line."""
 
-    def __init__(self, exe: str, serial: str | None = None, timeout: float = 600.0):
-        self.exe, self.serial, self.timeout = exe, serial, timeout
+    def __init__(self, exe: str, serial: str | None = None, options: dict[str, Any] | None = None):
+        self.exe, self.serial, self.options = exe, serial, options or {}
+        self.timeout = probe_timeout(self.options)
 
     def __call__(self, *args: str, timeout: float | None = None) -> str:
         cmd = [self.exe, *(["-s", self.serial] if self.serial else []), *args]
@@ -67,7 +76,9 @@ class Adb:
         except FileNotFoundError:
             raise RunnerUnavailableError(f"adb not found at '{self.exe}'; install Android platform-tools") from None
         except subprocess.TimeoutExpired:
-            raise RunnerUnavailableError(f"`adb {' '.join(args[:2])}` timed out after {timeout or self.timeout:.0f} s") from None
+            raise RunnerUnavailableError(
+                f"`adb {' '.join(args[:2])}` gave no answer in {timeout or self.timeout:.0f} s: replug the phone or "
+                f"`adb kill-server`; allow longer with ${PROBE_ENV} / ${BENCH_ENV}") from None
         if res.returncode != 0:
             msg = (res.stderr or res.stdout).strip().splitlines()
             raise RunnerUnavailableError(f"`adb {' '.join(args[:3])}` failed: {msg[-1] if msg else res.returncode}")
@@ -80,7 +91,7 @@ class Adb:
 
     def devices(self) -> list[tuple[str, str]]:
         """``adb devices`` → [(serial, state)] (state: device, unauthorized, offline, ...)."""
-        out = Adb(self.exe, None, 30)("devices")
+        out = once(("adb devices", self.exe), lambda: Adb(self.exe, None, self.options)("devices"))
         rows = []
         for line in out.splitlines():
             parts = line.split()
@@ -88,13 +99,10 @@ class Adb:
                 rows.append((parts[0], parts[1]))
         return rows
 
-    def getprop(self, key: str) -> str:
-        return self.shell("getprop", key, timeout=30).strip()
-
     def props(self) -> dict[str, str]:
         """All system properties in one call (``adb shell getprop`` prints ``[key]: [value]`` lines)."""
         out = {}
-        for line in self.shell("getprop", timeout=30).splitlines():
+        for line in once(("adb getprop", self.exe, self.serial), lambda: self.shell("getprop")).splitlines():
             m = re.match(r"^\[([^\]]+)\]: \[(.*)\]$", line.strip())
             if m:
                 out[m.group(1)] = m.group(2)
@@ -134,7 +142,7 @@ class AndroidAdbRunner(Runner):
         exe = adb_executable(self.options)
         if not exe:
             raise RunnerUnavailableError("adb not found on PATH (install Android platform-tools or set $ADB)")
-        adb = Adb(exe)
+        adb = Adb(exe, None, self.options)
         found = adb.devices()
         want = self.options.get("serial") or os.environ.get("ANDROID_SERIAL")
         ready = [s for s, st in found if st == "device"]
@@ -155,7 +163,7 @@ class AndroidAdbRunner(Runner):
         else:
             serial = None
             for s in ready:
-                props = Adb(exe, s).props() if len(ready) > 1 else {}
+                props = Adb(exe, s, self.options).props() if len(ready) > 1 else {}
                 if len(ready) == 1 or matches_device(props, device):
                     serial = s
                     break
@@ -164,7 +172,7 @@ class AndroidAdbRunner(Runner):
                     serial = ready[0]
                 else:
                     raise RunnerUnavailableError(f"several adb devices ({', '.join(ready)}); pick one with --serial")
-        adb = Adb(exe, serial)
+        adb = Adb(exe, serial, self.options)
         every = adb.props()
         props = {k: every.get(k, "") for k in PROPS}
         if not matches_device(props, device) and not want:
@@ -201,13 +209,14 @@ class AndroidAdbRunner(Runner):
         mask = str(self.options.get("cpu_mask") or device.protocol.get("cpu_mask", "") or "")
         remote_model, remote_bin = f"{REMOTE_DIR}/{model.name}", f"{REMOTE_DIR}/benchmark_model"
         adb.shell("mkdir", "-p", REMOTE_DIR)
-        adb("push", str(model), remote_model)
-        adb("push", str(binary), remote_bin)
+        adb("push", str(model), remote_model, timeout=transfer_timeout(model.stat().st_size, self.options))
+        adb("push", str(binary), remote_bin, timeout=transfer_timeout(Path(binary).stat().st_size, self.options))
         adb.shell("chmod", "755", remote_bin)
         out = adb.shell(*(["taskset", mask] if mask else []), remote_bin, f"--graph={remote_model}",
                         f"--num_threads={request.threads}", f"--warmup_runs={request.warmup}",
                         f"--num_runs={request.runs}", "--warmup_min_secs=0", "--min_secs=0",
-                        "--enable_op_profiling=true", *DELEGATES[delegate])
+                        "--enable_op_profiling=true", *DELEGATES[delegate],
+                        timeout=bench_timeout(request.runs, request.warmup, self.options))
         parsed = parse_benchmark_model(out, source=f"benchmark_model output from {adb.serial or 'the phone'}")
         profile = profile_from_benchmark_model(
             parsed, model, request, runner=self.name, delegate=delegate,

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from hybridexport.bench.parsers.devicectl import IOSDevice, parse_devicectl_details, parse_devicectl_devices
+from hybridexport.bench.probing import once, probe_timeout
 from hybridexport.errors import InputFileError, RunnerUnavailableError
 
 TEAM_ENV = "HYBRIDEXPORT_IOS_TEAM"
@@ -119,7 +120,7 @@ def _xcrun_json(args: list[str], timeout: float) -> Path:
                              timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         raise RunnerUnavailableError(f"`xcrun devicectl {' '.join(args[:2])}` gave no answer in {timeout:.0f} s: "
-                                     "unplug and replug the device, then retry") from None
+                                     "unplug and replug the device, or allow longer with $HYBRIDEXPORT_PROBE_TIMEOUT") from None
     if not out.exists():
         msg = (res.stderr or res.stdout).strip().splitlines()
         raise RunnerUnavailableError(f"`xcrun devicectl {' '.join(args[:2])}` failed: "
@@ -128,11 +129,16 @@ def _xcrun_json(args: list[str], timeout: float) -> Path:
 
 
 def list_attached(refresh: bool = False) -> list[IOSDevice]:
-    """The devices ``devicectl list devices`` knows (cached for ``LIST_CACHE_S`` unless ``refresh``)."""
-    global _listing
+    """The devices ``devicectl list devices`` knows (cached for ``LIST_CACHE_S`` unless ``refresh``; listed
+    once for a whole report however many threads ask, see ``bench.probing``)."""
     if not refresh and _listing is not None and time.monotonic() - _listing[0] < LIST_CACHE_S:
         return _listing[1]
-    out = _xcrun_json(["list", "devices"], LIST_TIMEOUT_S)
+    return once(("devicectl list devices",), _list)
+
+
+def _list() -> list[IOSDevice]:
+    global _listing
+    out = _xcrun_json(["list", "devices"], probe_timeout(default=LIST_TIMEOUT_S))
     try:
         devices = parse_devicectl_devices(out)
     except InputFileError as exc:
