@@ -8,9 +8,15 @@
 3. Time to bench one model on a phone profile from its existing artifact, beside the old path's time.
    Goal: ≤ 2 s, and at most a fifth of the time ``convert`` took.
 4. Layer keys shared by a measured and a predicted host profile of one artifact. Goal: ≥ 95 % matched.
+5. Pairs (differences, the designer's question "is B faster than A, by how much?"): on the host, rewrite
+   on/off for zoo variants and timm models and width/depth neighbours of one family, predicted ratio
+   B/A against the measured one (ONNX Runtime, 1 thread, interleaved runs, bootstrap interval); on the
+   iPhone 13, every same-family pair of published rows, both predicted with their family left out of
+   the fit. Goals (host): sign right for ≥ 95 % of pairs that differ by > 5 %, median ratio error ≤ 3 %.
 
     .venv/bin/python benchmarks/predictor_accuracy.py                # all three (host takes ~15-30 min)
     .venv/bin/python benchmarks/predictor_accuracy.py --skip-host    # phones + timing only (~1 min)
+    .venv/bin/python benchmarks/predictor_accuracy.py --only-pairs   # section 5 (~1 min per host pair)
 """
 
 from __future__ import annotations
@@ -178,6 +184,117 @@ def keys_section(models: list[str]) -> None:
     print(f"  all: {matched} of {total} ({matched / max(total, 1):.1%}; goal ≥ 95%)\n")
 
 
+HOST_PAIR_MODELS = ("iformer-t", "iformer-s", "mobilevit-xxs", "mobilevit-xs", "mobileformer-26m", "mobileformer-52m",
+                    "timm:efficientvit_m0", "timm:pit_ti_224", "timm:levit_128s", "timm:mobilevitv2_050",
+                    "timm:fastvit_t8", "timm:repvit_m0_9")
+HOST_VARIANT_CHAINS = (("timm:mobilenetv3_small_050", "timm:mobilenetv3_small_075", "timm:mobilenetv3_small_100"),
+                       ("mobilevit-xxs", "mobilevit-xs"), ("iformer-t", "iformer-s"),
+                       ("mobileformer-26m", "mobileformer-52m"))
+
+
+def _interleaved_ratio(a_path: str, b_path: str, runs: int) -> tuple[float, float, float]:
+    """Measured median ratio b/a with its 99 % bootstrap interval (ONNX Runtime, 1 thread, alternating runs)."""
+    import onnxruntime as ort
+
+    from hybridexport.report import stats
+
+    sessions = []
+    for path in (a_path, b_path):
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = so.inter_op_num_threads = 1
+        sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        rng = np.random.default_rng(0)
+        feeds = {i.name: rng.standard_normal([d if isinstance(d, int) else 1 for d in i.shape]).astype(np.float32)
+                 for i in sess.get_inputs()}
+        for _ in range(5):
+            sess.run(None, feeds)
+        sessions.append((sess, feeds))
+    samples: list[list[float]] = [[], []]
+    for _ in range(runs):
+        for k, (sess, feeds) in enumerate(sessions):
+            t = time.perf_counter()
+            sess.run(None, feeds)
+            samples[k].append((time.perf_counter() - t) * 1000)
+    e = stats.ratio_of_quantiles(samples[0], samples[1], q=0.5)
+    return e.ratio, e.lo, e.hi
+
+
+def _pair_report(rows: list[tuple[str, float, float]], label: str) -> None:
+    """rows: (pair, predicted ratio, measured/published ratio)."""
+    if not rows:
+        print(f"  {label}: no pairs")
+        return
+    err = [abs(p / m - 1) for _, p, m in rows]
+    differ = [(n, p, m) for n, p, m in rows if abs(m - 1) > 0.05]
+    right = sum(1 for _, p, m in differ if (p > 1) == (m > 1))
+    print(f"  {label}: {len(rows)} pairs; sign right {right}/{len(differ)} of those differing > 5 %"
+          f" ({right / len(differ):.0%})" if differ else f"  {label}: {len(rows)} pairs, none differing > 5 %")
+    print(f"    median |predicted/measured − 1| {statistics.median(err):.1%}, mean {statistics.mean(err):.1%}")
+    for n, p, m in sorted(rows, key=lambda r: -abs(r[1] / r[2] - 1))[:5]:
+        print(f"    worst: {n:58s} predicted ×{p:.3f}  observed ×{m:.3f}")
+
+
+def pairs_section(models: list[str], chains: list[tuple[str, ...]], runs: int = 40) -> None:
+    from hybridexport.bench.devices import load_device
+    from hybridexport.export.api import convert
+    from hybridexport.latency.predictor import latency_model_of, predict_ops
+    from hybridexport.optable import OpTable, op_table_path
+
+    print("5. pairs: predicted vs observed ratios B/A", flush=True)
+    lm = latency_model_of("host", load_device("host").raw)
+
+    def predicted_ms(man) -> float:
+        return predict_ops(OpTable.load(op_table_path(Path(man.path))).ops, lm, "host").total_ms
+
+    rows: list[tuple[str, float, float]] = []
+    with tempfile.TemporaryDirectory(prefix="hx-pairs-") as tmp:
+        built: dict[tuple[str, bool], object] = {}
+
+        def art(name: str, rewrite: bool):
+            if (name, rewrite) not in built:
+                (m,) = convert(name, to="onnx", out=Path(tmp) / ("on" if rewrite else "off"), rewrite=rewrite,
+                               judge=False, verify_inputs=1)
+                built[(name, rewrite)] = m
+            return built[(name, rewrite)]
+
+        t0 = time.perf_counter()
+        for name in models:
+            try:
+                a, b = art(name, False), art(name, True)
+            except Exception as exc:  # noqa: BLE001 (report and go on)
+                print(f"  {name}: not built ({type(exc).__name__}: {str(exc)[:100]})")
+                continue
+            if a.sha256 == b.sha256:
+                continue  # no pass changed the graph: not a pair
+            r, lo, hi = _interleaved_ratio(a.path, b.path, runs)
+            rows.append((f"{name}: rewrite on/off", predicted_ms(b) / predicted_ms(a), r))
+            print(f"    {name:34s} rewrite on/off: predicted ×{rows[-1][1]:.3f}  measured ×{r:.3f} "
+                  f"[{lo:.3f}, {hi:.3f}]", flush=True)
+        for chain in chains:
+            for x, y in zip(chain, chain[1:], strict=False):
+                try:
+                    a, b = art(x, True), art(y, True)
+                except Exception as exc:  # noqa: BLE001
+                    print(f"  {x} → {y}: not built ({type(exc).__name__})")
+                    continue
+                r, lo, hi = _interleaved_ratio(a.path, b.path, runs)
+                rows.append((f"{x} → {y}", predicted_ms(b) / predicted_ms(a), r))
+                print(f"    {x + ' → ' + y:48s} predicted ×{rows[-1][1]:.3f}  measured ×{r:.3f} "
+                      f"[{lo:.3f}, {hi:.3f}]", flush=True)
+        print(f"  host pairs measured in {time.perf_counter() - t0:.0f} s")
+    _pair_report(rows, "host (ONNX Runtime, 1 thread)")
+
+    obs = load_device("iphone13").raw["latency_model"]["observations"]
+    phone: list[tuple[str, float, float]] = []
+    for i, a in enumerate(obs):
+        for b in obs[i + 1:]:
+            if a["family"] == b["family"] and a["observed_ms"] > 0 and a["heldout_ms"] > 0:
+                phone.append((f"{a['label']} → {b['label']}", b["heldout_ms"] / a["heldout_ms"],
+                              b["observed_ms"] / a["observed_ms"]))
+    _pair_report(phone, "iphone13 published same-family pairs (family held out)")
+    print(flush=True)
+
+
 def main() -> int:
     from hybridexport.calibrate.host import HOST_TEST, HOST_TRAIN
 
@@ -191,8 +308,14 @@ def main() -> int:
     ap.add_argument("--timing-model", default="iformer-m")
     ap.add_argument("--timing-device", default="iphone13")
     ap.add_argument("--skip-keys", action="store_true")
+    ap.add_argument("--only-pairs", action="store_true", help="run section 5 only")
+    ap.add_argument("--pair-models", default=",".join(HOST_PAIR_MODELS))
+    ap.add_argument("--pair-runs", type=int, default=40)
     ap.add_argument("--keys-models", default="iformer-t,mobilevit-xxs,mobileformer-26m,timm:mobilenetv3_small_050")
     args = ap.parse_args()
+    if args.only_pairs:
+        pairs_section(args.pair_models.split(","), list(HOST_VARIANT_CHAINS), args.pair_runs)
+        return 0
     if not args.skip_host:
         host_section(list(HOST_TRAIN), list(HOST_TEST), args.timer)
     if not args.skip_phones:
@@ -201,6 +324,7 @@ def main() -> int:
         timing_section(args.timing_model, args.timing_device)
     if not args.skip_keys:
         keys_section(args.keys_models.split(","))
+    pairs_section(args.pair_models.split(","), list(HOST_VARIANT_CHAINS), args.pair_runs)
     return 0
 
 

@@ -46,7 +46,32 @@ class _Rewrites:
     loaded: LoadedModel
     enabled: bool
     passes: list[str] | None
+    #: judge the default pipeline's passes by latency on the target (``device``, else the format's)
+    judged: bool = True
+    device: str | None = None
     done: dict[tuple[str, ...], tuple[nn.Module, dict[str, Any], float]] = dataclasses.field(default_factory=dict)
+    judges: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def prebuilt(self, fmt: str, module: nn.Module, opts: ExportOptions) -> tuple[Path, Any] | None:
+        """The artifact ``fmt``'s judge already made of ``module`` with these options (None: convert it)."""
+        judge = self.judges.get(fmt)
+        if judge is None or judge.opts != opts:
+            return None
+        return judge.artifact_of(module)
+
+    def judging(self, fmt: str) -> bool:
+        """Whether ``fmt``'s passes are judged (the default pipeline only: ``passes`` forces a set)."""
+        return self.enabled and self.judged and self.passes is None
+
+    def judge_key(self, fmt: str) -> str:
+        """What the judge's decisions depend on (part of the cache key)."""
+        if not self.judging(fmt):
+            return ""
+        from hybridexport.bench.devices import load_device
+
+        name = self.device or formats.get(fmt).default_device
+        lm = load_device(name).raw.get("latency_model")
+        return f"{name}:{cache_key({'latency_model': lm})[:16] if lm else 'measured'}"
 
     def names(self, fmt: str) -> list[str]:
         """The passes ``fmt``'s artifact gets (the format's own pipeline unless passes were named)."""
@@ -56,20 +81,26 @@ class _Rewrites:
 
         return list(resolve_passes(self.passes, target=fmt))
 
-    def run(self, fmt: str) -> tuple[nn.Module, dict[str, Any] | None, float]:
+    def run(self, fmt: str, opts: ExportOptions | None = None) -> tuple[nn.Module, dict[str, Any] | None, float]:
         names = tuple(self.names(fmt))
         if not names:
             return self.loaded.module, None, 0.0
-        if names not in self.done:
+        key = (*names, self.judge_key(fmt))
+        if key not in self.done:
+            from hybridexport.rewrite.judge import judge_for
             from hybridexport.rewrite.pipeline import run_pipeline
 
             t0 = time.perf_counter()
+            judge, why = judge_for(fmt, self.device, opts) if self.judging(fmt) else (None, "")
+            if judge is not None:
+                self.judges[fmt] = judge
             module, report = run_pipeline(self.loaded.module, self.loaded.example_inputs(), passes=list(names),
-                                          target=fmt, count=False)
+                                          target=fmt, count=False, judge=judge)
             d = report.to_dict()
             d = {k: v for k, v in d.items() if k not in ("ops_before", "ops_after")}
-            self.done[names] = (module.eval(), d, time.perf_counter() - t0)
-        return self.done[names]
+            d["judge"] = d["judge"] or why
+            self.done[key] = (module.eval(), d, time.perf_counter() - t0)
+        return self.done[key]
 
 
 def convert(
@@ -96,6 +127,8 @@ def convert(
     input_shapes: Sequence[Sequence[int]] | None = None,
     input_names: Sequence[str] | None = None,
     name: str | None = None,
+    device: str | None = None,
+    judge: bool = True,
 ) -> list[Manifest]:
     """Export ``model`` to each format in ``to`` and return one manifest per artifact.
 
@@ -107,7 +140,9 @@ def convert(
     inputs (weights, input shapes, options, passes, tool versions, code) are unchanged is reused unless
     ``force``. ``keep_mismatch`` keeps an artifact that failed its parity check; ``allow_mismatch`` loads a
     checkpoint's matching keys only. With ``keep_going`` a failing format is reported through ``on_error``
-    and the others still run.
+    and the others still run. The default pipeline's passes are judged by latency on ``device`` (default: each
+    format's device, iphone13 for Core ML) and kept only if it does not get slower; ``judge=False`` keeps
+    every verified pass (:mod:`hybridexport.rewrite.judge`).
     """
     names = formats.parse(to)
     if passes is not None and isinstance(passes, str):
@@ -132,11 +167,16 @@ def convert(
 
         for n in names:
             resolve_passes(passes, target=n)  # unknown pass names fail here, before anything is built
+    if device is not None:
+        from hybridexport.bench.devices import load_device
+
+        load_device(device)  # an unknown device fails here, before anything is built
     loaded = _load(model, resolution, checkpoint, allow_mismatch, example_inputs, input_shapes, name)
     if base.input_names and len(base.input_names) != len(loaded.input_shapes):
         raise BadOptionError(f"{len(base.input_names)} --input-name for a model with {len(loaded.input_shapes)} "
                              "inputs; give one name per input")
-    rw = _Rewrites(loaded=loaded, enabled=rewrite, passes=list(passes) if passes is not None else None)
+    rw = _Rewrites(loaded=loaded, enabled=rewrite, passes=list(passes) if passes is not None else None,
+                   judged=judge, device=device)
     common = {
         "model": loaded.name,
         "resolution": loaded.resolution,
@@ -192,7 +232,8 @@ def _convert_one(fmt: Format, loaded: LoadedModel, rw: _Rewrites, opts: ExportOp
                  common: dict[str, Any], force: bool) -> Manifest:
     path = artifact_path(out, loaded.name, fmt.name, opts.precision, loaded.input_shapes).absolute()
     requested = rw.names(fmt.name)
-    key = cache_key({**common, "format": fmt.name, "passes_requested": requested, "options": opts.key_fields(fmt.name)})
+    key = cache_key({**common, "format": fmt.name, "passes_requested": requested, "options": opts.key_fields(fmt.name),
+                     **({"judge": jk} if (jk := rw.judge_key(fmt.name)) else {})})
     if not force:
         cached = reusable(path, key, keep_mismatch=opts.keep_mismatch)
         if cached is not None:
@@ -204,14 +245,15 @@ def _convert_one(fmt: Format, loaded: LoadedModel, rw: _Rewrites, opts: ExportOp
     examples = loaded.example_inputs()
     shapes = [list(s) for s in loaded.input_shapes]
     with converter_output(opts.verbose, f"{loaded.name} → {fmt.title} {opts.precision}: converting and verifying"):
-        module, report, rewrite_seconds = rw.run(fmt.name)
+        module, report, rewrite_seconds = rw.run(fmt.name, opts)
         t0 = time.perf_counter()
         inputs = fmt.reference_inputs(opts, shapes, opts.verify_inputs) or verification_inputs(shapes, opts.verify_inputs)
         reference = reference_outputs(loaded.module, inputs)  # the unrewritten fp32 model is the reference
         rewritten = bool(report and report.get("applied"))
         with atomic_path(path) as tmp:
             try:
-                built = fmt.convert(module, examples, tmp, opts)
+                made = rw.prebuilt(fmt.name, module, opts)
+                built = _copy_prebuilt(made, tmp) if made else fmt.convert(module, examples, tmp, opts)
             except Exception as exc:
                 raise converter_failure(fmt.name, loaded.name, exc, module, examples,
                                         fmt.failure_hints(opts, rewritten)) from exc
@@ -254,6 +296,19 @@ def _convert_one(fmt: Format, loaded: LoadedModel, rw: _Rewrites, opts: ExportOp
         _remove(path)  # no artifact without its manifest
         raise
     return man
+
+
+def _copy_prebuilt(made: tuple[Path, Any], tmp: Path) -> Any:
+    """The judge's artifact of the final model, copied to ``tmp`` (its Built as made)."""
+    import shutil
+
+    src, built = made
+    if src.is_dir():
+        shutil.copytree(src, tmp)
+    else:
+        shutil.copy2(src, tmp)
+    built.extra = {**built.extra, "converted_by": "the rewrite judge (same model and options)"}
+    return built
 
 
 def _verify(fmt: Format, artifact: Path, inputs: list[list[Any]], reference: list[Any], opts: ExportOptions,

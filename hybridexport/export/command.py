@@ -35,6 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="rebuild even if an up-to-date artifact exists")
     parser.add_argument("--no-rewrite", action="store_true", help="export the reference model unchanged")
     parser.add_argument("--passes", default=None, metavar="a,b", help="rewrite passes to apply (default pipeline)")
+    parser.add_argument("--device", "-d", default=None, metavar="DEVICE",
+                        help="target device the default pipeline's passes are judged on (default: the format's: iphone13 "
+                             "for Core ML, pixel8 for TFLite, host for ONNX); a pass that makes it slower is skipped")
+    parser.add_argument("--no-judge", action="store_true",
+                        help="keep every verified pass of the default pipeline, faster or not")
     parser.add_argument("--verify-inputs", type=ranged(0, 64), default=4, metavar="N",
                         help="seeded random inputs for the parity check (default 4; 0 skips it)")
     parser.add_argument("--coreml-target", choices=TARGETS, default=None,
@@ -78,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
         force=args.force,
         rewrite=not args.no_rewrite,
         passes=args.passes,
+        device=args.device,
+        judge=not args.no_judge,
         verbose=bool(getattr(args, "verbose", False)),
         allow_mismatch=args.allow_mismatch,
         keep_mismatch=args.keep_mismatch,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from hybridexport.export.formats import title
@@ -45,7 +46,13 @@ def short_path(path: str) -> str:
 
 def artifact_line(m: Manifest) -> str:
     how = "reused (unchanged inputs; --force rebuilds)" if m.extra.get("reused") else f"built in {m.seconds:.1f} s"
-    return f"[green]✓[/] {title(m.format)} {m.precision} → {short_path(m.path)}  [dim]{how}[/]"
+    line = f"[green]✓[/] {title(m.format)} {m.precision} → {short_path(m.path)}  [dim]{how}[/]"
+    for p in (m.extra.get("rewrite") or {}).get("passes", []):
+        lat = p.get("latency") or {}
+        if lat.get("slower") and not p.get("applied"):
+            line += (f"\n  [yellow]skipped {escape(p['name'])}[/]: {escape(lat['how'])} slower with it, "
+                     f"{lat['before_ms']:.3f} → {lat['after_ms']:.3f} ms ({(lat['ratio'] - 1) * 100:+.1f}%)")
+    return line
 
 
 def summary_table(manifests: list[Manifest], failures: list[tuple[str, str, str]] | None = None) -> Table:

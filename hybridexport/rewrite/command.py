@@ -21,6 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--target", default=None, metavar="TARGET",
         help="pick the target's default pipeline (onnx, tflite, coreml, executorch, coreml-ane)",
     )
+    parser.add_argument("--device", "-d", default=None, metavar="DEVICE",
+                        help="judge the passes by latency on this device (default with --target: the format's device)")
+    parser.add_argument("--no-judge", action="store_true", help="keep every verified pass, faster or not")
     add_model_arguments(parser, names=False)
     parser.add_argument("--checkpoint", default=None, metavar="PATH", help="local .pth/.pt/.safetensors weights to load")
     parser.add_argument("--allow-mismatch", action="store_true", help="load the checkpoint's matching keys only")
@@ -52,11 +55,14 @@ def run(args: argparse.Namespace) -> int:
         raise ConversionError(f"unknown rewrite target '{args.target}'; known targets: {known}")
     shapes = getattr(args, "input_shape", None)
     check_reference(args.model, args.resolution, shapes)  # a bad reference fails here, before building
+    judge, why = _judge(args)
     torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
     with err_console.status(f"rewriting {plain(args.model)} ({', '.join(names)})…"):
         loaded = load_model(args.model, checkpoint=args.checkpoint, resolution=args.resolution,
                             input_shapes=shapes, strict=not args.allow_mismatch)
-        _, report = run_pipeline(loaded.module, loaded.example_inputs(), passes=names, target=args.target)
+        _, report = run_pipeline(loaded.module, loaded.example_inputs(), passes=names, target=args.target,
+                                 judge=judge)
+    report.judge = report.judge or why
     if args.json:
         data = {"model": loaded.name, "resolution": loaded.resolution,
                 "input_shapes": [list(s) for s in loaded.input_shapes], **report.to_dict()}
@@ -64,3 +70,22 @@ def run(args: argparse.Namespace) -> int:
         return 0
     render_report(report, console, title=f"rewrite {loaded.name} @ {loaded.resolution}")
     return 0
+
+
+def _judge(args: argparse.Namespace) -> tuple[object | None, str]:
+    """The judge ``convert`` would use for this target and device (None when not judging, and why)."""
+    from hybridexport.bench.devices import load_device
+    from hybridexport.errors import ConversionError
+    from hybridexport.export import formats
+    from hybridexport.rewrite.judge import judge_for
+
+    if args.no_judge or args.passes is not None or (args.target is None and args.device is None):
+        return None, ""
+    fmt = "coreml" if args.target == "coreml-ane" else args.target
+    if fmt is None:
+        dev = load_device(args.device)
+        fmt = ((dev.raw.get("latency_model") or {}).get("device") or {}).get("format") or "onnx"
+    if fmt not in formats.NAMES:
+        raise ConversionError(f"--device judges passes on a format's artifact; give --target one of "
+                              f"{', '.join(formats.NAMES)} (not '{fmt}')")
+    return judge_for(fmt, args.device)

@@ -17,8 +17,15 @@ import torch
 from torch import nn
 
 from hybridexport.rewrite.base import CANONICAL_ORDER, PassOutcome, get_pass, load_passes
+from hybridexport.rewrite.judge import UNJUDGED, Judge, Verdict
 from hybridexport.rewrite.report import PassRecord, RewriteReport, count_ops
-from hybridexport.rewrite.verify import FP32_REL_TOL, compare_outputs, run_outputs, verification_inputs
+from hybridexport.rewrite.verify import (
+    FP32_REL_TOL,
+    as_args,
+    compare_outputs,
+    run_outputs,
+    verification_inputs,
+)
 
 #: the default pipeline (run in this order: reparameterize before fuse-bn, see base.CANONICAL_ORDER)
 DEFAULT_PASSES: tuple[str, ...] = ("reparameterize", "fuse-bn", "unfold-as-conv", "split-heads")
@@ -58,16 +65,20 @@ def run_pipeline(
     *,
     count: bool = True,
     rel_tol: float = FP32_REL_TOL,
+    judge: Judge | None = None,
 ) -> tuple[nn.Module, RewriteReport]:
     """Rewrite a deep copy of ``module`` with ``passes`` (default: :data:`DEFAULT_PASSES`, or the
     ``target``'s pipeline). Returns the rewritten module (eval mode) and the :class:`RewriteReport`.
 
-    ``count=False`` skips the before/after op histograms (two extra exports).
+    ``count=False`` skips the before/after op histograms (two extra exports). With a ``judge``
+    (:mod:`hybridexport.rewrite.judge`), a verified pass outside the deploy form is kept only if the
+    judge's target does not get slower; its latency before/after is recorded either way.
     """
     names = resolve_passes(passes, target)
     current = copy.deepcopy(module).eval()
     inputs = verification_inputs(example_input)
-    report = RewriteReport(target=target)
+    report = RewriteReport(target=target, judge=judge.how if judge is not None else "")
+    examples = as_args(example_input)
     if count:
         report.ops_before, report.rank5_before, report.ops_source = _safe_count(current, example_input)
 
@@ -99,7 +110,11 @@ def run_pipeline(
                 record.reason = f"rewritten model failed to run: {type(exc).__name__}: {exc}"
             if verdict is not None:
                 record.max_abs_err = verdict.max_abs_err
-                if verdict.ok:
+                judged = _judge(judge, name, current, candidate.eval(), examples, record) if verdict.ok else None
+                if verdict.ok and judged is not None and judged.slower:
+                    record.reason = judged.reason()
+                    record.notes = outcome.changes + outcome.notes
+                elif verdict.ok:
                     record.applied = True
                     record.changes = outcome.changes
                     current, current_out = candidate, cand_out
@@ -115,6 +130,20 @@ def run_pipeline(
     if count:
         report.ops_after, report.rank5_after, _ = _safe_count(current, example_input)
     return current.eval(), report
+
+
+def _judge(judge: Judge | None, name: str, before: nn.Module, after: nn.Module, examples: tuple[Any, ...],
+           record: PassRecord) -> Verdict | None:
+    """The judge's verdict on a verified pass (None: not judged), recorded in ``record.latency``."""
+    if judge is None or name in UNJUDGED:
+        return None
+    try:
+        verdict = judge.judge(before, after, examples)
+    except Exception as exc:  # a judge that cannot price the model keeps the verified pass, and says so
+        record.notes.append(f"not judged: {judge.how} failed: {type(exc).__name__}: {exc}")
+        return None
+    record.latency = verdict.to_dict()
+    return verdict
 
 
 def _safe_count(model: nn.Module, example: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[dict[str, Any], int | None, str]:

@@ -38,6 +38,8 @@ class PassRecord:
     seconds: float = 0.0
     #: True when the pass matched but crashed or failed verification (False for "not applicable")
     failed: bool = False
+    #: the judge's verdict (before_ms, after_ms, ratio, how, slower) when the pass was judged
+    latency: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -60,6 +62,8 @@ class RewriteReport:
     final_max_abs_err: float | None = None
     output_scale: float | None = None
     ops_source: str = ""
+    #: how passes were judged on the target ("" when they were not: forced passes, no judge)
+    judge: str = ""
 
     def applied(self) -> list[str]:
         """Names of the passes that changed the model and passed verification."""
@@ -77,6 +81,7 @@ class RewriteReport:
             "final_max_abs_err": self.final_max_abs_err,
             "output_scale": self.output_scale,
             "ops_source": self.ops_source,
+            "judge": self.judge,
         }
 
 
@@ -99,6 +104,7 @@ def _fmt_err(err: float | None) -> str:
 
 def render_report(report: RewriteReport, console: Console | None = None, title: str = "rewrite") -> None:
     """Print the report as rich tables: one row per pass, then the op counts before/after."""
+    from rich.markup import escape
     from rich.table import Table
 
     from hybridexport.console import console as default_console
@@ -109,12 +115,24 @@ def render_report(report: RewriteReport, console: Console | None = None, title: 
     table.add_column("applied")
     table.add_column("changes / reason", overflow="fold")
     table.add_column("max abs err", justify="right")
+    judged = any(p.latency for p in report.passes)
+    if judged:
+        table.add_column("latency before → after", justify="right")
     for p in report.passes:
-        status = "[green]yes[/]" if p.applied else ("[red]no[/]" if p.failed else "[yellow]n/a[/]")
+        status = ("[green]yes[/]" if p.applied else "[red]no[/]" if p.failed
+                  else "[magenta]skipped[/]" if p.latency else "[yellow]n/a[/]")
         lines = list(p.changes) if p.applied else [p.reason or "not applied"]
-        lines += [f"[dim]{n}[/]" for n in p.notes]
-        table.add_row(p.name, status, "\n".join(lines) or "–", _fmt_err(p.max_abs_err))
+        lines += [f"[dim]{escape(n)}[/]" for n in p.notes]
+        row = [p.name, status, "\n".join(lines) or "–", _fmt_err(p.max_abs_err)]
+        if judged:
+            lat = p.latency
+            row.append(f"{lat['before_ms']:.3f} → {lat['after_ms']:.3f} ms ({(lat['ratio'] - 1) * 100:+.1f}%)" if lat
+                       else "–")
+        table.add_row(*row)
     con.print(table)
+    if report.judge:
+        con.print(f"[dim]passes judged by latency: {escape(report.judge)}; the deploy form (reparameterize, "
+                  "fuse-bn) is kept as published latencies are timed on it[/]", highlight=False)
 
     counts = Table(title="exported-graph ops (torch.export)", title_justify="left")
     counts.add_column("op")
