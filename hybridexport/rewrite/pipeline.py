@@ -21,7 +21,8 @@ from hybridexport.rewrite.report import PassRecord, RewriteReport, count_ops
 from hybridexport.rewrite.verify import FP32_REL_TOL, compare_outputs, run_outputs, verification_inputs
 
 #: the default pipeline (run in this order: reparameterize before fuse-bn, see base.CANONICAL_ORDER)
-DEFAULT_PASSES: tuple[str, ...] = ("reparameterize", "fuse-bn", "unfold-as-conv", "split-heads")
+DEFAULT_PASSES: tuple[str, ...] = ("reparameterize", "fuse-bn", "group-norm-rank4", "unfold-as-conv",
+                                   "window-partition-rank4", "split-heads")
 
 #: target-specific pipelines, decided by measurement (benchmarks/rewrite_effect.py): only the Neural
 #: Engine target adds the (B, C, 1, S) channel-first layout of linear-to-conv.
@@ -69,7 +70,7 @@ def run_pipeline(
     inputs = verification_inputs(example_input)
     report = RewriteReport(target=target)
     if count:
-        report.ops_before, report.rank5_before, report.ops_source = _safe_count(current, example_input)
+        report.ops_before, report.rank5_before, report.ops_source, _ = _safe_count(current, example_input)
 
     original_out = run_outputs(current, inputs)
     current_out = original_out
@@ -113,12 +114,13 @@ def run_pipeline(
     final = compare_outputs(original_out, current_out, rel_tol)
     report.final_max_abs_err, report.output_scale = final.max_abs_err, final.scale
     if count:
-        report.ops_after, report.rank5_after, _ = _safe_count(current, example_input)
+        report.ops_after, report.rank5_after, _, report.rank5_remaining = _safe_count(current, example_input)
     return current.eval(), report
 
 
-def _safe_count(model: nn.Module, example: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[dict[str, Any], int | None, str]:
+def _safe_count(model: nn.Module, example: torch.Tensor | tuple[torch.Tensor, ...]
+                ) -> tuple[dict[str, Any], int | None, str, list[str]]:
     try:
         return count_ops(model, example)
     except Exception as exc:  # an unexportable model still gets rewritten; the counts say why they are empty
-        return {}, None, f"op count failed: {type(exc).__name__}: {exc}"
+        return {}, None, f"op count failed: {type(exc).__name__}: {exc}", []
