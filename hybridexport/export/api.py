@@ -199,6 +199,8 @@ def _convert_one(fmt: Format, loaded: LoadedModel, rw: _Rewrites, opts: ExportOp
             cached.extra["reused"] = True
             return cached
 
+    import torch
+
     from hybridexport.export.verify import reference_outputs, verification_inputs
 
     examples = loaded.example_inputs()
@@ -211,7 +213,8 @@ def _convert_one(fmt: Format, loaded: LoadedModel, rw: _Rewrites, opts: ExportOp
         rewritten = bool(report and report.get("applied"))
         with atomic_path(path) as tmp:
             try:
-                built = fmt.convert(module, examples, tmp, opts)
+                with torch.no_grad():  # every exporter traces without autograd state (formats do too)
+                    built = fmt.convert(module, examples, tmp, opts)
             except Exception as exc:
                 raise converter_failure(fmt.name, loaded.name, exc, module, examples,
                                         fmt.failure_hints(opts, rewritten)) from exc

@@ -3,7 +3,8 @@
 Each pass gets a private deep copy of the current model; its result replaces the current model only if
 it runs and its outputs match the current model's within fp32 tolerance (max abs error ≤ 1e-5 × max
 |output|) on the example input and one more seeded random input. Otherwise the pass is reported as not
-applied, with the reason, and the model is kept as it was. The input module is never mutated.
+applied, with the reason, and the model is kept as it was. The input module is never mutated. Passes,
+verification and op counts run without autograd (``torch.no_grad``).
 """
 
 from __future__ import annotations
@@ -79,7 +80,8 @@ def run_pipeline(
         candidate = copy.deepcopy(current)
         record = PassRecord(name=name, applied=False)
         try:
-            outcome = get_pass(name).apply(candidate, example_input)
+            with torch.no_grad():  # passes edit weights and trace: no autograd state (leaf in-place ops fail with it)
+                outcome = get_pass(name).apply(candidate, example_input)
         except Exception as exc:  # a pass that crashes leaves the model as it was
             outcome = PassOutcome(matched=-1)
             record.reason = f"pass failed: {type(exc).__name__}: {exc}"
