@@ -256,16 +256,21 @@ class WindowPartitionRankFour(RewritePass):
     def apply(self, model: nn.Module, example: torch.Tensor) -> PassOutcome:
         done: Counter[str] = Counter()
         functions: set[str] = set()
-        for _, mod in model.named_modules():
+        skipped: list[str] = []
+        for path, mod in model.named_modules():
             sub, used = rank4_subclass(type(mod))
             if sub is None:
                 continue
             name = module_type_name(mod)
-            mod.__class__ = sub
+            try:
+                mod.__class__ = sub
+            except TypeError as exc:  # a class whose instances cannot change class (slots, extension types)
+                skipped.append(f"left as is: {path or '(root)'} ({name}: {exc})")
+                continue
             done[name] += 1
             functions.update(used)
         if not done:
             return PassOutcome(0, notes=["no module calls a known window/grid partition function "
-                                         "(timm maxxvit, swin, swin v2, gcvit, davit)"])
+                                         "(timm maxxvit, swin, swin v2, gcvit, davit)", *skipped])
         return PassOutcome(sum(done.values()),
-                           [count_phrase(done, "rewrote", "with rank-4 " + ", ".join(sorted(functions)))])
+                           [count_phrase(done, "rewrote", "with rank-4 " + ", ".join(sorted(functions)))], skipped)
