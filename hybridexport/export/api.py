@@ -240,6 +240,8 @@ def _convert_one(fmt: Format, loaded: LoadedModel, rw: _Rewrites, opts: ExportOp
             cached.extra["reused"] = True
             return cached
 
+    import torch
+
     from hybridexport.export.verify import reference_outputs, verification_inputs
 
     examples = loaded.example_inputs()
@@ -253,12 +255,17 @@ def _convert_one(fmt: Format, loaded: LoadedModel, rw: _Rewrites, opts: ExportOp
         with atomic_path(path) as tmp:
             try:
                 made = rw.prebuilt(fmt.name, module, opts)
-                built = _copy_prebuilt(made, tmp) if made else fmt.convert(module, examples, tmp, opts)
+                if made:
+                    built = _copy_prebuilt(made, tmp)
+                else:
+                    with torch.no_grad():  # every exporter traces without autograd state (formats do too)
+                        built = fmt.convert(module, examples, tmp, opts)
             except Exception as exc:
                 raise converter_failure(fmt.name, loaded.name, exc, module, examples,
-                                        fmt.failure_hints(opts, rewritten)) from exc
+                                        _hints(fmt, opts, fmt.failure_hints(opts), rewritten, rw)) from exc
             t_verify = time.perf_counter()
-            parity = _verify(fmt, tmp, inputs, reference, opts, loaded.name, module, examples, rewritten)
+            parity = _verify(fmt, tmp, inputs, reference, opts, loaded.name, module, examples,
+                             lambda hints: _hints(fmt, opts, hints, rewritten, rw))
             verify_seconds = time.perf_counter() - t_verify
             sha, size = sha256_path(tmp), size_bytes(tmp)
             built.table.artifact_sha256 = sha
@@ -311,8 +318,16 @@ def _copy_prebuilt(made: tuple[Path, Any], tmp: Path) -> Any:
     return built
 
 
+def _hints(fmt: Format, opts: ExportOptions, hints: list[str], rewritten: bool, rw: _Rewrites) -> list[str]:
+    """``hints`` as a user may see them: without the options this conversion already ran with."""
+    from hybridexport.export.hints import attempt_flags, honest_hints
+
+    return honest_hints(hints, attempt_flags(fmt, opts, rewritten=rewritten), passes_given=rw.passes is not None)
+
+
 def _verify(fmt: Format, artifact: Path, inputs: list[list[Any]], reference: list[Any], opts: ExportOptions,
-            model_name: str, module: nn.Module, examples: tuple[Any, ...], rewritten: bool) -> Parity:
+            model_name: str, module: nn.Module, examples: tuple[Any, ...],
+            hints: Callable[[list[str]], list[str]]) -> Parity:
     from hybridexport.export.verify import compare
 
     if opts.verify_inputs == 0:
@@ -322,16 +337,13 @@ def _verify(fmt: Format, artifact: Path, inputs: list[list[Any]], reference: lis
     except NotRunnableHere as why:
         return Parity(verified=False, tolerance=opts.tolerance, reason=str(why))
     except Exception as exc:
-        raise converter_failure(fmt.name, model_name, exc, module, examples,
-                                fmt.failure_hints(opts, rewritten)) from exc
+        raise converter_failure(fmt.name, model_name, exc, module, examples, hints(fmt.failure_hints(opts))) from exc
     parity = compare(reference, actual, opts.tolerance)
     parity.method = fmt.method(opts)
     if parity.verified:
         return parity
     if not opts.keep_mismatch:
-        tries = ["--keep-mismatch to keep it"]
-        tries += ["--no-rewrite"] if rewritten else []
-        tries += ["--precision fp32"] if opts.precision != "fp32" else []
+        tries = hints(["--keep-mismatch to keep it", "--no-rewrite", "--precision fp32"])
         top1 = f", top-1 agreement {parity.top1_agreement:.0%}" if parity.top1_agreement is not None else ""
         raise ConversionError(
             f"{fmt.title} {opts.precision} artifact of {model_name} does not match PyTorch: rel L2 error "

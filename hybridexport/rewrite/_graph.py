@@ -21,10 +21,12 @@ class TracedModel:
 
 
 def export_graph(model: nn.Module, example: torch.Tensor) -> TracedModel:
-    """Export ``model`` (non-strict, eval) and index every call_function node by its owning module."""
+    """Export ``model`` (non-strict, eval, without autograd) and index every call_function node by its owning
+    module."""
     from hybridexport.rewrite.verify import as_args
 
-    ep = torch.export.export(model, as_args(example), strict=False)
+    with torch.no_grad():
+        ep = torch.export.export(model, as_args(example), strict=False)
     owner: dict[fx.Node, str] = {}
     calls: Counter[tuple[str, str]] = Counter()
     for node in ep.graph.nodes:

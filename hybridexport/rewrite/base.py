@@ -55,7 +55,8 @@ PASSES: dict[str, type[RewritePass]] = {}
 #: the order passes run in, whatever order they are asked for in: model-provided reparameterization
 #: must see the BatchNorms it folds itself (MobileOne, RepViT, iFormer RepCPE read ``.bn`` attributes),
 #: and linear-to-conv works on the attention that split-heads produced.
-CANONICAL_ORDER = ("reparameterize", "fuse-bn", "unfold-as-conv", "split-heads", "linear-to-conv")
+CANONICAL_ORDER = ("reparameterize", "fuse-bn", "group-norm-rank4", "unfold-as-conv", "window-partition-rank4",
+                   "split-heads", "linear-to-conv")
 
 
 def register_pass(cls: type[RewritePass]) -> type[RewritePass]:
@@ -70,10 +71,12 @@ def load_passes() -> dict[str, type[RewritePass]]:
     """Import every pass module (each registers itself) and return the registry."""
     from hybridexport.rewrite import (  # noqa: F401  (imported for their registration side effect)
         fuse_bn,
+        group_norm,
         linear_to_conv,
         reparameterize,
         split_heads,
         unfold_as_conv,
+        window_partition,
     )
 
     return PASSES

@@ -92,7 +92,9 @@ class Judge(ABC):
         folder = Path(self._tmp.name) / str(len(self._artifacts))
         folder.mkdir()
         path = folder / f"candidate{f.suffix}"
-        with converter_output(False, f"judging on {fmt}"):
+        import torch
+
+        with converter_output(False, f"judging on {fmt}"), torch.no_grad():
             built = f.convert(module, examples, path, opts)
         self._artifacts[id(module)] = (module, path, built)
         return path, built

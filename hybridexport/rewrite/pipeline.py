@@ -3,7 +3,8 @@
 Each pass gets a private deep copy of the current model; its result replaces the current model only if
 it runs and its outputs match the current model's within fp32 tolerance (max abs error ≤ 1e-5 × max
 |output|) on the example input and one more seeded random input. Otherwise the pass is reported as not
-applied, with the reason, and the model is kept as it was. The input module is never mutated.
+applied, with the reason, and the model is kept as it was. The input module is never mutated. Passes,
+verification and op counts run without autograd (``torch.no_grad``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from hybridexport.rewrite.verify import (
 )
 
 #: the default pipeline (run in this order: reparameterize before fuse-bn, see base.CANONICAL_ORDER)
-DEFAULT_PASSES: tuple[str, ...] = ("reparameterize", "fuse-bn", "unfold-as-conv", "split-heads")
+DEFAULT_PASSES: tuple[str, ...] = ("reparameterize", "fuse-bn", "group-norm-rank4", "unfold-as-conv",
+                                   "window-partition-rank4", "split-heads")
 
 #: target-specific pipelines, decided by measurement (benchmarks/rewrite_effect.py): only the Neural
 #: Engine target adds the (B, C, 1, S) channel-first layout of linear-to-conv.
@@ -80,7 +82,7 @@ def run_pipeline(
     report = RewriteReport(target=target, judge=judge.how if judge is not None else "")
     examples = as_args(example_input)
     if count:
-        report.ops_before, report.rank5_before, report.ops_source = _safe_count(current, example_input)
+        report.ops_before, report.rank5_before, report.ops_source, _ = _safe_count(current, example_input)
 
     original_out = run_outputs(current, inputs)
     current_out = original_out
@@ -89,7 +91,8 @@ def run_pipeline(
         candidate = copy.deepcopy(current)
         record = PassRecord(name=name, applied=False)
         try:
-            outcome = get_pass(name).apply(candidate, example_input)
+            with torch.no_grad():  # passes edit weights and trace: no autograd state (leaf in-place ops fail with it)
+                outcome = get_pass(name).apply(candidate, example_input)
         except Exception as exc:  # a pass that crashes leaves the model as it was
             outcome = PassOutcome(matched=-1)
             record.reason = f"pass failed: {type(exc).__name__}: {exc}"
@@ -128,7 +131,7 @@ def run_pipeline(
     final = compare_outputs(original_out, current_out, rel_tol)
     report.final_max_abs_err, report.output_scale = final.max_abs_err, final.scale
     if count:
-        report.ops_after, report.rank5_after, _ = _safe_count(current, example_input)
+        report.ops_after, report.rank5_after, _, report.rank5_remaining = _safe_count(current, example_input)
     return current.eval(), report
 
 
@@ -146,8 +149,9 @@ def _judge(judge: Judge | None, name: str, before: nn.Module, after: nn.Module, 
     return verdict
 
 
-def _safe_count(model: nn.Module, example: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[dict[str, Any], int | None, str]:
+def _safe_count(model: nn.Module, example: torch.Tensor | tuple[torch.Tensor, ...]
+                ) -> tuple[dict[str, Any], int | None, str, list[str]]:
     try:
         return count_ops(model, example)
     except Exception as exc:  # an unexportable model still gets rewritten; the counts say why they are empty
-        return {}, None, f"op count failed: {type(exc).__name__}: {exc}"
+        return {}, None, f"op count failed: {type(exc).__name__}: {exc}", []

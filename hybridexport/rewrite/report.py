@@ -64,6 +64,8 @@ class RewriteReport:
     ops_source: str = ""
     #: how passes were judged on the target ("" when they were not: forced passes, no judge)
     judge: str = ""
+    #: where rank ≥ 5 tensors remain after the passes: "<module path> (<class>): <n>× <op>, ..." per module
+    rank5_remaining: list[str] = field(default_factory=list)
 
     def applied(self) -> list[str]:
         """Names of the passes that changed the model and passed verification."""
@@ -82,16 +84,44 @@ class RewriteReport:
             "output_scale": self.output_scale,
             "ops_source": self.ops_source,
             "judge": self.judge,
+            "rank5_remaining": list(self.rank5_remaining),
         }
 
 
-def count_ops(module: nn.Module, example: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[dict[str, Any], int | None, str]:
-    """Op histogram (``hybridexport.analyze.graph_ops``) and rank-5 count: ``(ops, rank5, source)``."""
-    from hybridexport.analyze import graph_ops
+def count_ops(module: nn.Module, example: torch.Tensor | tuple[torch.Tensor, ...]
+              ) -> tuple[dict[str, Any], int | None, str, list[str]]:
+    """Op histogram (``hybridexport.analyze.graph_ops``), rank-5 count and where the rank ≥ 5 tensors are:
+    ``(ops, rank5, source, sites)`` from one ``torch.export``."""
+    from hybridexport.analyze.ops import count_ops as graph_counts
+    from hybridexport.analyze.ops import export_program
 
-    ops = dict(graph_ops(module, example))
+    graph = export_program(module, example).graph
+    ops = dict(graph_counts(graph))
     rank5 = ops.get("rank5_tensors")
-    return ops, (int(rank5) if isinstance(rank5, int) else None), "hybridexport.analyze.graph_ops"
+    return ops, (int(rank5) if isinstance(rank5, int) else None), "hybridexport.analyze.graph_ops", rank5_sites(graph)
+
+
+def rank5_sites(graph: torch.fx.Graph, limit: int = 12) -> list[str]:
+    """One line per module whose forward makes rank ≥ 5 tensors, most first: ``"<path> (<class>): 2× view,
+    2× permute"`` (``modpath.ROOT`` for the model's own forward). No pass has a rank-4 form for them."""
+    from collections import Counter
+
+    from hybridexport import modpath
+    from hybridexport.analyze.ops import HIGH_RANK, max_rank, op_name
+
+    per_module: dict[tuple[str, str], Counter[str]] = {}
+    for node in graph.nodes:
+        if node.op != "call_function" or max_rank(node) < HIGH_RANK:
+            continue
+        stack = node.meta.get("nn_module_stack")
+        where = (modpath.from_module_stack(stack) or modpath.ROOT, modpath.class_of_stack(stack) if stack else "")
+        per_module.setdefault(where, Counter())[op_name(node.target).split(".", 1)[-1]] += 1
+    ranked = sorted(per_module.items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))
+    lines = [f"{path}{f' ({cls})' if cls else ''}: " + ", ".join(f"{n}× {op}" for op, n in ops.most_common())
+             for (path, cls), ops in ranked[:limit]]
+    if len(ranked) > limit:
+        lines.append(f"… and {len(ranked) - limit} more modules")
+    return lines
 
 
 def _fmt_err(err: float | None) -> str:
@@ -142,6 +172,10 @@ def render_report(report: RewriteReport, console: Console | None = None, title: 
         b, a = report.ops_before.get(key), report.ops_after.get(key)
         counts.add_row(label, "–" if b is None else str(b), "–" if a is None else str(a))
     con.print(counts)
+    if report.rank5_remaining:
+        con.print("[bold]rank ≥ 5 tensors remain[/] (no pass has a rank-4 form for this code):")
+        for line in report.rank5_remaining:
+            con.print(f"  [dim]{line}[/]", highlight=False)
     if report.final_max_abs_err is not None:
         con.print(
             f"final model vs input model: max abs error {_fmt_err(report.final_max_abs_err)} "

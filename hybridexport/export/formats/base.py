@@ -98,12 +98,10 @@ class Format(ABC):
         """What to run on an artifact kept with ``--keep-mismatch`` to find where it diverges ("" for none)."""
         return ""
 
-    def failure_hints(self, opts: ExportOptions, rewritten: bool) -> list[str]:
-        """What may help when conversion fails, leaving out anything already given."""
-        hints = ["--no-rewrite"] if rewritten else []
-        if opts.precision != "fp32":
-            hints.append("--precision fp32")
-        return hints
+    def failure_hints(self, opts: ExportOptions) -> list[str]:
+        """Options that may help when conversion fails (:func:`hybridexport.export.hints.honest_hints` drops
+        the ones already in effect before a user sees them)."""
+        return ["--no-rewrite", "--precision fp32"]
 
     def artifact_name(self, stem: str, precision: str) -> str:
         """``<stem>.<precision><suffix>``."""

@@ -145,8 +145,8 @@ class CoreML(Format):
         return {**super().key_options(opts), "coreml_target": resolved_target(opts),
                 "coreml_image_input": opts.coreml_image_input}
 
-    def failure_hints(self, opts: ExportOptions, rewritten: bool) -> list[str]:
-        hints = super().failure_hints(opts, rewritten)
+    def failure_hints(self, opts: ExportOptions) -> list[str]:
+        hints = super().failure_hints(opts)
         if TARGETS.index(resolved_target(opts)) < TARGETS.index("iOS17"):
             hints.append("--coreml-target iOS17")
         return [*hints, "export --to onnx"]

@@ -122,8 +122,8 @@ class ONNX(Format):
         names = [i.name for i in sess.get_inputs()]
         return [[np.asarray(o) for o in sess.run(None, dict(zip(names, arrays, strict=True)))] for arrays in input_sets]
 
-    def failure_hints(self, opts: ExportOptions, rewritten: bool) -> list[str]:
-        return ["--no-rewrite"] if rewritten else []
+    def failure_hints(self, opts: ExportOptions) -> list[str]:
+        return ["--no-rewrite"]
 
 
 FORMAT = ONNX()

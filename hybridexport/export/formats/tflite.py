@@ -206,8 +206,8 @@ class TFLite(Format):
             results.append([np.array(it.get_tensor(o["index"])) for o in outs])
         return results
 
-    def failure_hints(self, opts: ExportOptions, rewritten: bool) -> list[str]:
-        return [*(["--no-rewrite"] if rewritten else []), "export --to onnx"]
+    def failure_hints(self, opts: ExportOptions) -> list[str]:
+        return ["--no-rewrite", "export --to onnx"]
 
 
 FORMAT = TFLite()
