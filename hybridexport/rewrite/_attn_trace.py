@@ -95,7 +95,8 @@ def capture(model: nn.Module, example: torch.Tensor | tuple[torch.Tensor, ...], 
             handles += [mod.register_forward_pre_hook(push(path)), mod.register_forward_hook(pop, always_call=True)]
     try:
         with _OwnerMode(stack, cap.owners):
-            model.eval()(*as_args(example))
+            model.eval()
+            model(*as_args(example))
     finally:
         for h in handles:
             h.remove()
@@ -186,7 +187,8 @@ def trace_module(module: nn.Module, call: Call, keep_open: set[str]) -> tuple[fx
     concrete = {k: v for k, v in inputs.items() if not isinstance(v, torch.Tensor)}
     errors = []
     for name in ("symbolic_trace", "MetaTracer"):
-        mod = copy.deepcopy(module).eval()
+        mod = copy.deepcopy(module)
+        mod.eval()  # not chained: some train() overrides (timm LeViT) return None
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

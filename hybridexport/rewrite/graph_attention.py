@@ -170,7 +170,7 @@ class _Builder:
         c.merge.replace_all_uses_with(merged)
 
 
-class PerHeadAttention(nn.Module):
+class PerHeadModule(nn.Module):
     """Base class of the replacements: a plain module running the rewritten graph's code, so that
     exporters scope its ops under its own path (they do not for a ``torch.fx.GraphModule``).
 
@@ -181,10 +181,10 @@ class PerHeadAttention(nn.Module):
     source_class = ""
 
 
-def as_module(gm: fx.GraphModule, src: nn.Module) -> PerHeadAttention:
-    """``gm``'s code as a :class:`PerHeadAttention` holding ``src``'s children, parameters and buffers."""
+def as_module(gm: fx.GraphModule, src: nn.Module) -> PerHeadModule:
+    """``gm``'s code as a :class:`PerHeadModule` holding ``src``'s children, parameters and buffers."""
     name = f"PerHead{type(src).__name__}"
-    cls = type(name, (PerHeadAttention,), {"forward": type(gm).forward, "source_class": type(src).__name__,
+    cls = type(name, (PerHeadModule,), {"forward": type(gm).forward, "source_class": type(src).__name__,
                                            "__module__": __name__, "__qualname__": name})
     new = cls()
     for child_name, child in src.named_children():
@@ -206,7 +206,7 @@ def _rank5(values: dict[fx.Node, Any]) -> int:
     return sum(1 for v in values.values() if isinstance(v, torch.Tensor) and v.dim() >= 5)
 
 
-def rewrite_module(module: nn.Module, call: Call, keep_open: set[str]) -> tuple[PerHeadAttention, list[Core], str]:
+def rewrite_module(module: nn.Module, call: Call, keep_open: set[str]) -> tuple[PerHeadModule, list[Core], str]:
     """Trace ``module``, match every attention core in it, and build the per-head replacement.
 
     Returns (replacement, cores, summary); raises :class:`NoMatch` (or the tracer's error) otherwise.
@@ -270,7 +270,7 @@ class AttentionGraph(RewritePass):
         cat(heads, channels) ─ reshape (B, L, C)
 
     The module keeps its path, children (projections called by name), parameters and buffers; its class
-    becomes ``PerHead<original class>`` (a :class:`PerHeadAttention`).
+    becomes ``PerHead<original class>`` (a :class:`PerHeadModule`).
     """
 
     name = "attention-graph"

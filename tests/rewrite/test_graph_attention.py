@@ -146,7 +146,7 @@ def test_attention_rewritten_per_head_and_exports_rank4_without_head_permutes(ca
     assert float((out - ref).abs().max()) <= FP32_REL_TOL * float(ref.abs().max())
     # the module paths and parameter names stay, and the rewrite survives the pipeline's deepcopy
     assert set(new.state_dict()) == set(model.state_dict())
-    attn_paths = {p for p, m in new.named_modules() if isinstance(m, graph_attention.PerHeadAttention)}
+    attn_paths = {p for p, m in new.named_modules() if isinstance(m, graph_attention.PerHeadModule)}
     assert len(attn_paths) == 2
     copied = copy.deepcopy(new)
     assert set(copied.state_dict()) == set(model.state_dict())
@@ -227,3 +227,49 @@ def test_wrong_per_head_slice_is_caught_and_module_kept(monkeypatch):
     rec = record(report, "attention-graph")
     assert not rec.applied and "does not reproduce the module" in " ".join(rec.notes)
     assert all(isinstance(b, ExplicitAttention) for b in new.blocks)
+
+
+def test_known_class_is_matched_by_dataflow_too():
+    """Without split-heads, timm's Attention (fused SDPA path) is found and split by the graph matcher."""
+    from timm.layers import Attention
+
+    torch.manual_seed(0)
+    model, x = nn.Sequential(Attention(C, num_heads=HEADS, qkv_bias=True)).eval(), torch.randn(2, N, C)
+    new, report = run_pipeline(model, x, passes=["attention-graph"], count=False)
+    rec = record(report, "attention-graph")
+    assert rec.applied and rec.matched == 1 and "1 sdpa" in rec.changes[0]
+    assert type(new[0]).__name__ == "PerHeadAttention" and isinstance(new[0], graph_attention.PerHeadModule)
+    assert isinstance(new[0].qkv, nn.Linear)
+
+
+def test_module_called_at_two_shapes_is_left_alone():
+    class Two(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attn = EinsumAttention()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.attn(x).sum() + self.attn(x[:, : N // 2]).sum()
+
+    _, report = run_pipeline(Two().eval(), torch.randn(1, N, C), passes=["attention-graph"], count=False)
+    rec = record(report, "attention-graph")
+    assert not rec.applied and any("called at several input shapes" in n and ": attn" in n for n in rec.notes)
+
+
+class ShapeBranchAttention(ExplicitAttention):
+    """Python control flow on a size: symbolic_trace cannot, MetaTracer (concrete sizes) can."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] > N:  # never true here, but a Proxy cannot be a bool
+            x = x[:, :N]
+        return super().forward(x)
+
+
+def test_meta_tracer_fallback_for_size_dependent_code():
+    torch.manual_seed(0)
+    model, x = Net(ShapeBranchAttention).eval(), torch.randn(2, N, C)
+    new, report = run_pipeline(model, x, passes=["attention-graph"], count=False)
+    rec = record(report, "attention-graph")
+    assert rec.applied and rec.matched == 2 and "MetaTracer" in rec.changes[1]
+    with torch.no_grad():
+        assert float((new(x) - model(x)).abs().max()) <= FP32_REL_TOL * float(model(x).abs().max())
