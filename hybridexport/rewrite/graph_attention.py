@@ -48,6 +48,7 @@ class _Builder:
         self.g, self.gm, self.core, self.values = gm.graph, gm, core, values
         self._terms: dict[tuple[fx.Node, int], fx.Node] = {}
         self._flat: dict[tuple[fx.Node, tuple[int, ...]], fx.Node] = {}
+        self._splits: dict[fx.Node, dict[tuple[int, int], fx.Node]] = {}
 
     def fn(self, target: Any, *args: Any, **kwargs: Any) -> fx.Node:
         return self.g.call_function(target, args, kwargs)
@@ -68,7 +69,7 @@ class _Builder:
         """Head ``h`` of an operand as a rank-3 tensor (B', X, Y), per-head ops replayed; ``natural``:
         as sliced from the source, before the transpose (only for operands without per-head ops)."""
         hs = opnd.heads
-        t = self.fn(torch.narrow, self.flat(opnd), 2 if hs.layout == "last" else 1, hs.offsets[h], hs.d)
+        t = self.slice(opnd, hs.offsets[h])
         if natural:
             return t
         if hs.transpose:
@@ -95,6 +96,45 @@ class _Builder:
         if (opnd.source, flat) not in self._flat:
             self._flat[(opnd.source, flat)] = self.method("reshape", opnd.source, flat)
         return self._flat[(opnd.source, flat)]
+
+    def slice(self, opnd: Operand, offset: int) -> fx.Node:
+        """Channels [offset, offset + d) of the operand's flattened source: a piece of one ``split``
+        of that source when the slices all operands take from it do not overlap, a ``narrow`` otherwise."""
+        flat, axis, d = self.flat(opnd), 2 if opnd.heads.layout == "last" else 1, opnd.heads.d
+        if flat not in self._splits:
+            self._splits[flat] = self._split(flat, axis)
+        pieces = self._splits[flat]
+        if (offset, d) in pieces:
+            return pieces[(offset, d)]
+        return self.fn(torch.narrow, flat, axis, offset, d)
+
+    def _split(self, flat: fx.Node, axis: int) -> dict[tuple[int, int], fx.Node]:
+        wanted = sorted({(off, o.heads.d) for o in (self.core.q, self.core.kt, self.core.v) if self.flat(o) is flat
+                         for off in o.heads.offsets})
+        total = self._flat_size(flat, axis)
+        sizes, starts, pos = [], [], 0
+        for off, d in wanted:
+            if off < pos:
+                return {}
+            if off > pos:
+                sizes.append(off - pos)
+                starts.append(None)
+            sizes.append(d)
+            starts.append((off, d))
+            pos = off + d
+        if pos < total:
+            sizes.append(total - pos)
+            starts.append(None)
+        if len(sizes) < 2:
+            return {}
+        parts = self.fn(torch.split, flat, sizes, axis)
+        return {key: self.fn(operator.getitem, parts, i) for i, key in enumerate(starts) if key is not None}
+
+    def _flat_size(self, flat: fx.Node, axis: int) -> int:
+        for o in (self.core.q, self.core.kt, self.core.v):
+            if self.flat(o) is flat:
+                return int(self.values[o.source].shape[-1 if o.heads.layout == "last" else 1])
+        raise KeyError(flat)
 
     def term(self, node: Any, h: int) -> Any:
         """The part of a logits term (bias, mask, temperature) that applies to head ``h``."""
