@@ -9,13 +9,15 @@ Rules:
 
 - candidates are the modules that issue a ``softmax`` or ``scaled_dot_product_attention`` themselves
   (seen in one hooked run of the model), then their parent and grandparent, smallest first; a
-  candidate called at several input shapes, or whose attention is already rank 3, is left alone;
+  candidate called at several input shapes, or whose softmax input is below rank 4 (no head axis:
+  already per head, or a classifier's softmax), is left alone;
 - each candidate is traced alone (``torch.fx``, see :mod:`._attn_trace`) on the inputs it got; children
   without a softmax stay leaves, so the projections are called by their original module names;
 - the core is matched by :mod:`._attn_match` (softmax(q·kᵀ ∘ terms)·v or SDPA, heads created by
   views/permutes of a rank ≤ 4 source, each head a contiguous channel slice);
-- the replacement is the traced graph with the core replaced: per head h, ``narrow`` q/k/v channels
-  of the source, rank-3 matmuls, the same terms sliced to head h, softmax, and a ``cat`` on channels
+- the replacement is the traced graph with each matched core replaced (other softmaxes in the module
+  stay as they were, with the reason in the notes): per head h, q/k/v channels of the source (one
+  ``split`` per source, or ``narrow``), rank-3 matmuls, the same terms sliced to head h, softmax, and a ``cat`` on channels
   into the merged tensor. It is specialised to the captured input shapes (as ``torch.export`` is), and
   checked against the module's captured output before it replaces the module (the pipeline then
   verifies the whole model).
@@ -246,10 +248,12 @@ def _rank5(values: dict[fx.Node, Any]) -> int:
     return sum(1 for v in values.values() if isinstance(v, torch.Tensor) and v.dim() >= 5)
 
 
-def rewrite_module(module: nn.Module, call: Call, keep_open: set[str]) -> tuple[PerHeadModule, list[Core], str]:
+def rewrite_module(module: nn.Module, call: Call, keep_open: set[str]
+                   ) -> tuple[PerHeadModule, list[Core], str, list[str]]:
     """Trace ``module``, match every attention core in it, and build the per-head replacement.
 
-    Returns (replacement, cores, summary); raises :class:`NoMatch` (or the tracer's error) otherwise.
+    Returns (replacement, cores, summary, why each other softmax in it was left as is); raises
+    :class:`NoMatch` (or the tracer's error) when nothing in it matches.
     """
     inputs = bound_inputs(module, call)
     if inputs is None:
@@ -265,8 +269,6 @@ def rewrite_module(module: nn.Module, call: Call, keep_open: set[str]) -> tuple[
             reasons.append(str(exc))
     if not cores:
         raise NoMatch(reasons[0] if reasons else "no softmax in the traced graph")
-    if reasons:
-        raise NoMatch(f"{len(reasons)} of {len(sites)} softmax not matched: {reasons[0]}")
     for core in cores:
         _Builder(gm, core, values).build()
     gm.graph.eliminate_dead_code()
@@ -283,7 +285,7 @@ def rewrite_module(module: nn.Module, call: Call, keep_open: set[str]) -> tuple[
     if not verdict.ok:
         raise NoMatch(f"per-head rewrite does not reproduce the module ({verdict.reason})")
     summary = f"{tracer}, rank-5 tensors {_rank5(values)} → {_rank5(new_values)}"
-    return new, cores, summary
+    return new, cores, summary, reasons
 
 
 def _ancestors(path: str, levels: int) -> list[str]:
@@ -331,7 +333,7 @@ class AttentionGraph(RewritePass):
                 left["the model itself issues the softmax (only submodules are replaced)"].append("<root>")
                 continue
             if all(r < 4 for r in cap.owners[owner]):
-                left["already per head (rank-3 attention, no head axis)"].append(owner)
+                left["no head axis: softmax/SDPA input of rank < 4, already per head or not attention"].append(owner)
                 continue
             reason = ""
             for path in [owner, *_ancestors(owner, MAX_LEVELS_UP)]:
@@ -345,7 +347,7 @@ class AttentionGraph(RewritePass):
                 keep_open = {o[len(path) + 1:] for o in cap.owners if o.startswith(path + ".")}
                 keep_open |= {p.rsplit(".", i)[0] for p in set(keep_open) for i in range(1, p.count(".") + 1)}
                 try:
-                    new, cores, summary = rewrite_module(mod, call, keep_open)
+                    new, cores, summary, others = rewrite_module(mod, call, keep_open)
                 except NoMatch as exc:
                     reason = reason or str(exc)
                     continue
@@ -359,6 +361,8 @@ class AttentionGraph(RewritePass):
                     heads[core.heads] += 1
                     kinds[core.kind] += 1
                 changes.append(f"{path} ({type(mod).__name__}): {len(cores)} attention, {summary}")
+                for why in others:
+                    left[why].append(f"{path} (another softmax in it)")
                 break
             else:
                 left[reason or "no candidate module"].append(owner)

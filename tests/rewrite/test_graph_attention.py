@@ -212,7 +212,7 @@ def test_split_heads_output_is_left_to_split_heads():
     _, report = run_pipeline(model, torch.randn(1, N, C), passes=["split-heads", "attention-graph"], count=False)
     assert record(report, "split-heads").applied
     rec = record(report, "attention-graph")
-    assert not rec.applied and any("already per head" in n and ": 0" in n for n in rec.notes)
+    assert not rec.applied and any("no head axis" in n and n.endswith(": 0") for n in rec.notes)
 
 
 def test_wrong_per_head_slice_is_caught_and_module_kept(monkeypatch):
@@ -273,3 +273,16 @@ def test_meta_tracer_fallback_for_size_dependent_code():
     assert rec.applied and rec.matched == 2 and "MetaTracer" in rec.changes[1]
     with torch.no_grad():
         assert float((new(x) - model(x)).abs().max()) <= FP32_REL_TOL * float(model(x).abs().max())
+
+
+def test_other_softmax_in_a_matched_module_stays_with_a_note():
+    class WithGate(ExplicitAttention):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return super().forward(x) * x.softmax(dim=1)  # softmax over tokens: not attention
+
+    torch.manual_seed(0)
+    model, x = Net(WithGate).eval(), torch.randn(2, N, C)
+    new, report = run_pipeline(model, x, passes=["attention-graph"], count=False)
+    rec = record(report, "attention-graph")
+    assert rec.applied and rec.matched == 2
+    assert any("blocks.0 (another softmax in it)" in n for n in rec.notes)
