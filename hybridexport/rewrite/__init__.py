@@ -2,7 +2,8 @@
 
 ``run_pipeline(module, example_input, passes=None, target=None) -> (new_module, RewriteReport)``
 (in :mod:`hybridexport.rewrite.pipeline`). Passes: ``reparameterize``, ``fuse-bn``, ``group-norm-rank4``,
-``unfold-as-conv``, ``window-partition-rank4``, ``split-heads`` (the default pipeline) and the opt-in ``linear-to-conv``. Imported lazily so that the
+``unfold-as-conv``, ``window-partition-rank4``, ``split-heads``, ``attention-graph`` (the default pipeline) and
+the opt-in ``linear-to-conv``. Imported lazily so that the
 CLI's ``--help`` does not import torch.
 """
 

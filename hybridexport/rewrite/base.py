@@ -54,9 +54,10 @@ PASSES: dict[str, type[RewritePass]] = {}
 
 #: the order passes run in, whatever order they are asked for in: model-provided reparameterization
 #: must see the BatchNorms it folds itself (MobileOne, RepViT, iFormer RepCPE read ``.bn`` attributes),
-#: and linear-to-conv works on the attention that split-heads produced.
+#: linear-to-conv works on the attention that split-heads produced, and attention-graph runs after
+#: split-heads (the known classes keep their hand-written rewrite; the graph matcher takes the rest).
 CANONICAL_ORDER = ("reparameterize", "fuse-bn", "group-norm-rank4", "unfold-as-conv", "window-partition-rank4",
-                   "split-heads", "linear-to-conv")
+                   "split-heads", "attention-graph", "linear-to-conv")
 
 
 def register_pass(cls: type[RewritePass]) -> type[RewritePass]:
@@ -71,6 +72,7 @@ def load_passes() -> dict[str, type[RewritePass]]:
     """Import every pass module (each registers itself) and return the registry."""
     from hybridexport.rewrite import (  # noqa: F401  (imported for their registration side effect)
         fuse_bn,
+        graph_attention,
         group_norm,
         linear_to_conv,
         reparameterize,
