@@ -46,8 +46,9 @@ class _Rewrites:
     loaded: LoadedModel
     enabled: bool
     passes: list[str] | None
-    #: judge the default pipeline's passes by latency on the target (``device``, else the format's)
-    judged: bool = True
+    #: judge the default pipeline's passes by latency on the target (``device``, else the format's):
+    #: "predicted", "measured" or "" (keep every verified pass)
+    judged: str = "predicted"
     device: str | None = None
     done: dict[tuple[str, ...], tuple[nn.Module, dict[str, Any], float]] = dataclasses.field(default_factory=dict)
     judges: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -61,7 +62,7 @@ class _Rewrites:
 
     def judging(self, fmt: str) -> bool:
         """Whether ``fmt``'s passes are judged (the default pipeline only: ``passes`` forces a set)."""
-        return self.enabled and self.judged and self.passes is None
+        return self.enabled and bool(self.judged) and self.passes is None
 
     def judge_key(self, fmt: str) -> str:
         """What the judge's decisions depend on (part of the cache key)."""
@@ -70,8 +71,10 @@ class _Rewrites:
         from hybridexport.bench.devices import load_device
 
         name = self.device or formats.get(fmt).default_device
+        if self.judged == "measured":
+            return f"{name}:measured"
         lm = load_device(name).raw.get("latency_model")
-        return f"{name}:{cache_key({'latency_model': lm})[:16] if lm else 'measured'}"
+        return f"{name}:{cache_key({'latency_model': lm})[:16] if lm else 'none'}"
 
     def names(self, fmt: str) -> list[str]:
         """The passes ``fmt``'s artifact gets (the format's own pipeline unless passes were named)."""
@@ -91,7 +94,7 @@ class _Rewrites:
             from hybridexport.rewrite.pipeline import run_pipeline
 
             t0 = time.perf_counter()
-            judge, why = judge_for(fmt, self.device, opts) if self.judging(fmt) else (None, "")
+            judge, why = judge_for(fmt, self.device, opts, self.judged) if self.judging(fmt) else (None, "")
             if judge is not None:
                 self.judges[fmt] = judge
             module, report = run_pipeline(self.loaded.module, self.loaded.example_inputs(), passes=list(names),
@@ -128,7 +131,7 @@ def convert(
     input_names: Sequence[str] | None = None,
     name: str | None = None,
     device: str | None = None,
-    judge: bool = True,
+    judge: bool | str = True,
 ) -> list[Manifest]:
     """Export ``model`` to each format in ``to`` and return one manifest per artifact.
 
@@ -141,8 +144,9 @@ def convert(
     ``force``. ``keep_mismatch`` keeps an artifact that failed its parity check; ``allow_mismatch`` loads a
     checkpoint's matching keys only. With ``keep_going`` a failing format is reported through ``on_error``
     and the others still run. The default pipeline's passes are judged by latency on ``device`` (default: each
-    format's device, iphone13 for Core ML) and kept only if it does not get slower; ``judge=False`` keeps
-    every verified pass (:mod:`hybridexport.rewrite.judge`).
+    format's device, iphone13 for Core ML) and kept only if it does not get slower: ``judge`` is True or
+    "predicted" (the device's latency model), "measured" (timed here, host only) or False (keep every
+    verified pass); see :mod:`hybridexport.rewrite.judge`.
     """
     names = formats.parse(to)
     if passes is not None and isinstance(passes, str):
@@ -167,16 +171,22 @@ def convert(
 
         for n in names:
             resolve_passes(passes, target=n)  # unknown pass names fail here, before anything is built
+    judge_how = "predicted" if judge is True else (judge or "")
     if device is not None:
         from hybridexport.bench.devices import load_device
 
         load_device(device)  # an unknown device fails here, before anything is built
+    if judge_how and rewrite and passes is None:
+        from hybridexport.rewrite.judge import check_judge
+
+        for n in names:
+            check_judge(judge_how, n, device)
     loaded = _load(model, resolution, checkpoint, allow_mismatch, example_inputs, input_shapes, name)
     if base.input_names and len(base.input_names) != len(loaded.input_shapes):
         raise BadOptionError(f"{len(base.input_names)} --input-name for a model with {len(loaded.input_shapes)} "
                              "inputs; give one name per input")
     rw = _Rewrites(loaded=loaded, enabled=rewrite, passes=list(passes) if passes is not None else None,
-                   judged=judge, device=device)
+                   judged=judge_how, device=device)
     common = {
         "model": loaded.name,
         "resolution": loaded.resolution,

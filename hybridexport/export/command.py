@@ -38,8 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", "-d", default=None, metavar="DEVICE",
                         help="target device the default pipeline's passes are judged on (default: the format's: iphone13 "
                              "for Core ML, pixel8 for TFLite, host for ONNX); a pass that makes it slower is skipped")
-    parser.add_argument("--no-judge", action="store_true",
-                        help="keep every verified pass of the default pipeline, faster or not")
+    parser.add_argument("--judge", choices=("predicted", "measured", "none"), default="predicted",
+                        help="how the default pipeline's passes are judged on --device: its latency model (default, "
+                             "deterministic), timed here (measured; host only), or none (keep every verified pass)")
     parser.add_argument("--verify-inputs", type=ranged(0, 64), default=4, metavar="N",
                         help="seeded random inputs for the parity check (default 4; 0 skips it)")
     parser.add_argument("--coreml-target", choices=TARGETS, default=None,
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         rewrite=not args.no_rewrite,
         passes=args.passes,
         device=args.device,
-        judge=not args.no_judge,
+        judge=False if args.judge == "none" else args.judge,
         verbose=bool(getattr(args, "verbose", False)),
         allow_mismatch=args.allow_mismatch,
         keep_mismatch=args.keep_mismatch,

@@ -23,7 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", "-d", default=None, metavar="DEVICE",
                         help="judge the passes by latency on this device (default with --target: the format's device)")
-    parser.add_argument("--no-judge", action="store_true", help="keep every verified pass, faster or not")
+    parser.add_argument("--judge", choices=("predicted", "measured", "none"), default="predicted",
+                        help="with --target/--device: judge passes by the latency model (default), timed here "
+                             "(measured; host only), or none")
     add_model_arguments(parser, names=False)
     parser.add_argument("--checkpoint", default=None, metavar="PATH", help="local .pth/.pt/.safetensors weights to load")
     parser.add_argument("--allow-mismatch", action="store_true", help="load the checkpoint's matching keys only")
@@ -79,7 +81,7 @@ def _judge(args: argparse.Namespace) -> tuple[object | None, str]:
     from hybridexport.export import formats
     from hybridexport.rewrite.judge import judge_for
 
-    if args.no_judge or args.passes is not None or (args.target is None and args.device is None):
+    if args.judge == "none" or args.passes is not None or (args.target is None and args.device is None):
         return None, ""
     fmt = "coreml" if args.target == "coreml-ane" else args.target
     if fmt is None:
@@ -88,4 +90,4 @@ def _judge(args: argparse.Namespace) -> tuple[object | None, str]:
     if fmt not in formats.NAMES:
         raise ConversionError(f"--device judges passes on a format's artifact; give --target one of "
                               f"{', '.join(formats.NAMES)} (not '{fmt}')")
-    return judge_for(fmt, args.device)
+    return judge_for(fmt, args.device, how=args.judge)

@@ -10,7 +10,7 @@ from torch import nn
 
 from hybridexport.rewrite import base, pipeline
 from hybridexport.rewrite.base import PassOutcome, RewritePass
-from hybridexport.rewrite.judge import MeasuredHostJudge, PredictedJudge, judge_for
+from hybridexport.rewrite.judge import JudgeError, MeasuredHostJudge, PredictedJudge, judge_for
 from hybridexport.rewrite.pipeline import run_pipeline
 
 
@@ -109,9 +109,12 @@ def test_the_host_judge_measures_both_sides_alternately() -> None:
 def test_judge_choice_per_format() -> None:
     assert isinstance(judge_for("coreml")[0], PredictedJudge) and judge_for("coreml")[0].device == "iphone13"
     assert isinstance(judge_for("tflite")[0], PredictedJudge) and judge_for("tflite")[0].device == "pixel8"
-    assert isinstance(judge_for("onnx")[0], MeasuredHostJudge)
+    assert isinstance(judge_for("onnx")[0], PredictedJudge) and judge_for("onnx")[0].device == "host"
+    assert isinstance(judge_for("onnx", how="measured")[0], MeasuredHostJudge)
     judge, why = judge_for("executorch")
-    assert judge is None and why.startswith("not judged: no cheap latency estimate for executorch")
+    assert judge is None and why == "not judged: no latency model prices executorch graphs"
+    with pytest.raises(JudgeError, match="'iphone13' is not this machine; use --judge predicted"):
+        judge_for("coreml", how="measured")
 
 
 def test_convert_skips_a_slower_default_pass_and_says_so(test_passes, tmp_path, monkeypatch) -> None:
@@ -127,7 +130,7 @@ def test_convert_skips_a_slower_default_pass_and_says_so(test_passes, tmp_path, 
     assert "skipped test-slower" in artifact_line(m) and "iphone13" in artifact_line(m)
     # the judge's conversion of the final model is the artifact (not converted a third time), and it verifies
     assert m.extra["converted_by"].startswith("the rewrite judge") and m.parity.n_inputs == 1
-    # forced passes and --no-judge keep it
+    # forced passes and --judge none keep it
     (forced,) = convert(Net(), out=tmp_path / "b", passes=["test-slower"], **kw)
     assert forced.passes == ["test-slower"]
     (unjudged,) = convert(Net(), out=tmp_path / "c", judge=False, **kw)
@@ -139,3 +142,5 @@ def test_cli_names_a_bad_device_before_building(capsys) -> None:
 
     assert main(["convert", "tinynet", "--to", "coreml", "--device", "iphone99"]) == 2
     assert "unknown device 'iphone99'" in capsys.readouterr().err
+    assert main(["convert", "tinynet", "--to", "coreml", "--judge", "measured"]) == 2
+    assert "--judge measured times passes here" in capsys.readouterr().err
