@@ -177,7 +177,7 @@ class Profile:
                                  f"positive; the profile is corrupt ({REBENCH})")
         for i, r in enumerate(prof.layers):
             where = f"{source}: $.layers[{i}]"
-            if not math.isfinite(r.share) or (r.macs is not None and r.macs < 0) or (r.bytes is not None and r.bytes < 0):
+            if not 0 <= r.share < math.inf or (r.macs is not None and r.macs < 0) or (r.bytes is not None and r.bytes < 0):
                 raise InputFileError(f"{where} has a negative or non-finite share, macs or bytes; {REBENCH}")
         if any(not s or any(x < 1 for x in s) for s in prof.input_shapes):
             raise InputFileError(f"{source}: $.input_shapes {prof.input_shapes!r} has an empty shape or a size < 1; "
