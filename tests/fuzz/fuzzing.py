@@ -198,3 +198,41 @@ def baseline() -> dict[str, Any]:
     d["failures"] = [{"model": "m", "device": "pixel8", "format": "tflite", "runner": "android-adb",
                       "error": "RunnerUnavailableError", "reason": "no phone attached"}]
     return d
+
+
+# ----------------------------------------------------------------------------- tool output (text)
+
+#: tokens that break number parsing: signs, non-finite, over-long, several dots, stray units
+TOKENS = st.sampled_from(["-1", "-0.5", "nan", "inf", "1e999", "", "1.2.3", "9" * 5000, "0", "1e-400", "12%",
+                          "abc", "[x]", "count=3", "\t", "١٢", "²", "-", ".", "1e5", "999999999999999999999"])
+
+
+@st.composite
+def mutated_text(draw: Any, text: str, most: int = 4) -> str:
+    """``text`` with 1..``most`` edits: a line deleted, duplicated or cut short; a whitespace-separated token
+    replaced by a number-breaking one; characters inserted; the whole cut short (a truncated capture)."""
+    lines = text.splitlines()
+    for _ in range(draw(st.integers(1, most))):
+        if not lines:
+            break
+        i = draw(st.integers(0, len(lines) - 1))
+        action = draw(st.sampled_from(["token", "token", "token", "delete", "dup", "cut", "insert", "truncate"]))
+        if action == "token":
+            parts = lines[i].split(" ") if "\t" not in lines[i] else lines[i].split("\t")
+            j = draw(st.integers(0, len(parts) - 1))
+            tok = draw(TOKENS | st.text(max_size=6))
+            # keep a token's own suffix ("%", ":0") half of the time: the parser reads it apart
+            parts[j] = tok + (parts[j][-1:] if parts[j][-1:] in "%]" and draw(st.booleans()) else "")
+            lines[i] = ("\t" if "\t" in lines[i] else " ").join(parts)
+        elif action == "delete":
+            del lines[i]
+        elif action == "dup":
+            lines.insert(i, lines[i])
+        elif action == "cut":
+            lines[i] = lines[i][: draw(st.integers(0, len(lines[i])))]
+        elif action == "insert":
+            k = draw(st.integers(0, len(lines[i])))
+            lines[i] = lines[i][:k] + draw(st.text(max_size=4)) + lines[i][k:]
+        else:
+            lines = lines[: i + 1]
+    return "\n".join(lines) + draw(st.sampled_from(["\n", "", "\r\n"]))
