@@ -113,9 +113,9 @@ def test_a_non_ascii_percentile_is_one_error(text: str) -> None:
 
 
 def test_a_message_quoting_a_line_break_stays_one_line() -> None:
-    """Regression (fuzz): 'threshold '5\\n%' is not a number' was two lines; HybridExportError now escapes breaks."""
+    """Regression (fuzz): "threshold '1\\n2' is not a number" was two lines; HybridExportError now escapes breaks."""
     with pytest.raises(InputFileError) as info:
-        parse_threshold("5\n\u2028%")
-    assert str(info.value) == "threshold '5\\n\\u2028%' is not a number; write e.g. 5% or 0.05"
+        parse_threshold("1\n\u20282")
+    assert str(info.value) == "threshold '1\\n\\u20282' is not a number; write e.g. 5% or 0.05"
     with pytest.raises(argparse.ArgumentTypeError, match=r"^'1\\nx' is not a whole number$"):
         ranged(1)("1\nx")
