@@ -236,6 +236,20 @@ def _samples(samples: list[Any]) -> list[float]:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def measured_samples(samples: Any, what: str) -> list[float]:
+    """Raw timings a tool returned (ms) as floats: a list of finite numbers ≥ 0 (numpy scalars taken as
+    numbers), else one InputFileError naming ``what`` — a runner's measurement obeys a loaded profile's rules."""
+    from hybridexport.records import FieldError
+
+    if not isinstance(samples, list | tuple):
+        raise InputFileError(f"{what}: the timings are {type(samples).__name__}, not a list; the measurement is damaged")
+    xs = [x.item() if hasattr(x, "item") and not isinstance(x, int | float) else x for x in samples]
+    try:
+        return _samples(xs)
+    except FieldError as exc:
+        raise InputFileError(f"{what}: {exc}; the measurement is damaged") from None
+
+
 def _num(value: Any, what: str) -> float:
     from hybridexport.records import FieldError
 
