@@ -43,7 +43,7 @@ def test_the_sample_reads() -> None:
     assert [r.resolution for r in rows] == [224, None, 256] and rows[1].backbone
 
 
-@settings(max_examples=examples(800))
+@settings(max_examples=examples(500))
 @given(text=mutated_text(CSV), bom=st.booleans())
 @example(text=CSV.replace(",224,", "," + "1" * 5000 + ",", 1), bom=False)
 def test_read_csv(text: str, bom: bool) -> None:

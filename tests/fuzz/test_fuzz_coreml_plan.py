@@ -38,9 +38,13 @@ def op_info(draw: st.DrawFn) -> Any:
                            compute_device_usage=usage, measurement=SimpleNamespace(samples=draw(SAMPLES)))
 
 
-@settings(max_examples=examples(800))
+@settings(max_examples=examples(400))
 @given(ops=st.lists(op_info(), max_size=6), predict=SAMPLES)
 @example(ops=[], predict=[-1.0, 2.0])
+@example(ops=[SimpleNamespace(spec=SimpleNamespace(outputs=[SimpleNamespace(name="conv_0")], type="conv"),
+                              compute_device_usage=SimpleNamespace(preferred_compute_device=DEVICES[0],
+                                                                   supported_compute_devices=[]),
+                              measurement=SimpleNamespace(samples=[1.0]))], predict=[1e-320])
 def test_rows_and_plan(ops: list[Any], predict: list[Any]) -> None:
     got = outcome(rows_and_plan, Measured(load_ms=[1.0], predict_ms=predict, ops=ops), None)
     if isinstance(got, tuple):

@@ -40,7 +40,7 @@ def test_the_fixture_parses() -> None:
     check_trace(parse_ort_trace(json.loads(json.dumps(TRACE))))
 
 
-@settings(max_examples=examples(1000))
+@settings(max_examples=examples(500))
 @given(events=mutated(TRACE, most=4))
 @example(events=with_args(node_index="1" * 5000))
 @example(events=with_args(provider={"name": "CPUExecutionProvider"}))
@@ -50,7 +50,7 @@ def test_parse_ort_trace(events: Any) -> None:
         check_trace(t)
 
 
-@settings(max_examples=examples(400))
+@settings(max_examples=examples(250))
 @given(text=json_text(TRACE) | st.binary(max_size=200).map(lambda b: b.decode("latin-1")) | VALUES.map(dumps))
 def test_parse_ort_trace_file(text: str) -> None:
     path = WORK / "trace.json"

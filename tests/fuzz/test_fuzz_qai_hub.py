@@ -45,10 +45,11 @@ def test_the_fixture_maps() -> None:
     check_profile(p)
 
 
-@settings(max_examples=examples(700))
+@settings(max_examples=examples(400))
 @given(d=mutated(HUB, most=4))
 @example(d=with_summary(all_inference_times=[-5, 4205]))
 @example(d=with_summary(all_inference_times=["10003"]))
+@example(d=with_summary(first_load_time=10**400))
 @example(d={**HUB, "execution_detail": [{"name": {"x": 1}, "execution_time": 3}]})
 def test_profile_from_hub(d: Any) -> None:
     p = from_hub(d)

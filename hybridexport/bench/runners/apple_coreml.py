@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import platform
 import shutil
 import subprocess
@@ -257,6 +258,7 @@ def rows_and_plan(measured: Measured, table: Any) -> tuple[list[LayerRow], list[
         module = table.module_of(name) if table is not None else ""
         if usage is not None:
             cost = samples[0] / first_run if samples and first_run > 0 else None
+            cost = cost if cost is None or math.isfinite(cost) else None  # a denormal first run overflows it
             planned.append(PlannedOp(name=name, op_type=info.spec.type, unit=unit_of(usage.preferred_compute_device),
                                      supported=[unit_of(d) for d in usage.supported_compute_devices], cost=cost,
                                      module=module))

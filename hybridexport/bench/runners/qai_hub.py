@@ -428,8 +428,12 @@ def profile_from_hub(hub_profile: dict[str, Any], request: BenchRequest, fmt: st
 
 def _ms(us: Any) -> float | None:
     """µs → ms when ``us`` is a finite time ≥ 0 (a figure for ``extra``; anything else is None)."""
-    ok = isinstance(us, int | float) and not isinstance(us, bool) and 0 <= us < math.inf
-    return float(us) / 1000.0 if ok else None
+    if isinstance(us, bool) or not isinstance(us, int | float) or not 0 <= us < math.inf:
+        return None
+    try:
+        return float(us) / 1000.0
+    except OverflowError:  # an integer beyond float range
+        return None
 
 
 def _us(value: Any, what: str) -> float:
