@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from hybridexport.errors import InputFileError
+from hybridexport.errors import InputFileError, one_line
 
 
 def ranged(lo: int, hi: int | None = None) -> Callable[[str], int]:
@@ -22,7 +22,7 @@ def ranged(lo: int, hi: int | None = None) -> Callable[[str], int]:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+            raise argparse.ArgumentTypeError(f"'{one_line(text)}' is not a whole number") from None
         if value < lo or (hi is not None and value > hi):
             bound = f"{lo}..{hi}" if hi is not None else f"at least {lo}"
             raise argparse.ArgumentTypeError(f"{value} is out of range (give {bound})")
@@ -39,9 +39,9 @@ def ranged_float(lo: float, hi: float, closed_hi: bool = True) -> Callable[[str]
         try:
             value = float(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+            raise argparse.ArgumentTypeError(f"'{one_line(text)}' is not a number") from None
         if not (lo <= value <= hi) or (not closed_hi and value == hi):
-            raise argparse.ArgumentTypeError(f"{text} is out of range (give {lo:g}..{hi:g}"
+            raise argparse.ArgumentTypeError(f"{one_line(text)} is out of range (give {lo:g}..{hi:g}"
                                              f"{'' if closed_hi else ', below ' + format(hi, 'g')})")
         return value
 
@@ -88,13 +88,13 @@ def shape(text: str) -> tuple[int, ...]:
     try:
         dims = tuple(int(p) for p in parts)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a shape; write its dimensions joined by x, e.g. "
+        raise argparse.ArgumentTypeError(f"'{one_line(str(text))}' is not a shape; write its dimensions joined by x, e.g. "
                                          "1x3x512x384") from None
     bad = [d for d in dims if d < 1]
     if bad:
-        raise argparse.ArgumentTypeError(f"'{text}' has a dimension of {bad[0]}; every dimension must be at least 1")
+        raise argparse.ArgumentTypeError(f"'{one_line(str(text))}' has a dimension of {bad[0]}; every dimension must be at least 1")
     if any(d > 1 << 20 for d in dims) or len(dims) > 8:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a model input shape (at most 8 dimensions of ≤ 2^20)")
+        raise argparse.ArgumentTypeError(f"'{one_line(str(text))}' is not a model input shape (at most 8 dimensions of ≤ 2^20)")
     return dims
 
 

@@ -177,7 +177,7 @@ class Profile:
                                  f"positive; the profile is corrupt ({REBENCH})")
         for i, r in enumerate(prof.layers):
             where = f"{source}: $.layers[{i}]"
-            if not math.isfinite(r.share) or (r.macs is not None and r.macs < 0) or (r.bytes is not None and r.bytes < 0):
+            if not 0 <= r.share < math.inf or (r.macs is not None and r.macs < 0) or (r.bytes is not None and r.bytes < 0):
                 raise InputFileError(f"{where} has a negative or non-finite share, macs or bytes; {REBENCH}")
         if any(not s or any(x < 1 for x in s) for s in prof.input_shapes):
             raise InputFileError(f"{source}: $.input_shapes {prof.input_shapes!r} has an empty shape or a size < 1; "
@@ -234,6 +234,20 @@ def _samples(samples: list[Any]) -> list[float]:
         if not 0.0 <= v < math.inf:
             raise FieldError(f"samples[{i}] is {v!r}, not a number ≥ 0")
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def measured_samples(samples: Any, what: str) -> list[float]:
+    """Raw timings a tool returned (ms) as floats: a list of finite numbers ≥ 0 (numpy scalars taken as
+    numbers), else one InputFileError naming ``what`` — a runner's measurement obeys a loaded profile's rules."""
+    from hybridexport.records import FieldError
+
+    if not isinstance(samples, list | tuple):
+        raise InputFileError(f"{what}: the timings are {type(samples).__name__}, not a list; the measurement is damaged")
+    xs = [x.item() if hasattr(x, "item") and not isinstance(x, int | float) else x for x in samples]
+    try:
+        return _samples(xs)
+    except FieldError as exc:
+        raise InputFileError(f"{what}: {exc}; the measurement is damaged") from None
 
 
 def _num(value: Any, what: str) -> float:

@@ -197,7 +197,7 @@ def _row(i: int, r: dict[str | None, Any]) -> CsvRow | None:
     if not (math.isfinite(lat) and lat > 0 and model and device):
         return None
     res = get("resolution")
-    resolution = int(res) if res.isascii() and res.isdigit() and 0 < int(res) <= 16384 else None
+    resolution = int(res) if res.isascii() and res.isdigit() and len(res) <= 5 and 0 < int(res) <= 16384 else None
     return CsvRow(i, model, resolution, device, get("runtime/compute_unit"), lat, get("source"))
 
 

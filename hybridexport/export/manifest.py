@@ -9,11 +9,12 @@ verifies size and sha256 before anything uses the file.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hybridexport.errors import InputFileError
+from hybridexport.errors import InputFileError, shown
 from hybridexport.jsonfile import read_json
 
 DEFAULT_OUT = Path("hybridexport-out")
@@ -97,6 +98,16 @@ class Manifest:
         if man.size_bytes < 0 or man.resolution < 0 or len(man.sha256) != 64 or any(
                 c not in "0123456789abcdef" for c in man.sha256):
             raise InputFileError(f"{source}: size_bytes, resolution or sha256 is not a real value; {REBUILD}")
+        p = man.parity
+        if (not 0 <= man.seconds < math.inf or man.rank5_tensors < 0 or any(v < 0 for v in man.ops.values())
+                or p.n_inputs < 0 or any(v is not None and v < 0 for v in (p.max_abs_err, p.rel_l2_err))
+                or not all(v is None or 0 <= v <= b for v, b in ((p.top1_agreement, 1.0), (p.tolerance, math.inf)))):
+            # a parity error may be inf or NaN (an artifact whose outputs overflowed: verify records the worst)
+            raise InputFileError(f"{source}: a count, the build time or a parity figure is negative or not finite "
+                                 f"(seconds {man.seconds!r}, parity {p.max_abs_err!r}/{p.rel_l2_err!r}); {REBUILD}")
+        if any(not s or any(x < 1 for x in s) for s in man.input_shapes):
+            raise InputFileError(f"{source}: input_shapes {shown(man.input_shapes)} has an empty shape or a size < 1; "
+                                 f"{REBUILD}")
         return man
 
     @classmethod

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hybridexport.errors import InputFileError, shown
+
 DEFAULT_CONFIDENCE = 0.99
 DEFAULT_BOOTSTRAP = 2000
 MIN_SAMPLES = 5  # fewer raw samples than this on either side: no statistical test, plain threshold
@@ -48,9 +50,11 @@ def parse_statistic(name: str) -> float:
     s = str(name).strip().lower()
     if s == "median":
         return 0.5
-    if s.startswith("p") and s[1:].isdigit() and 1 <= int(s[1:]) <= 99:
-        return int(s[1:]) / 100.0
-    raise ValueError(f"statistic '{name}' is not 'median' or pNN (e.g. p20)")
+    digits = s[1:]
+    if s.startswith("p") and digits.isascii() and digits.isdigit() and len(digits) <= 2 and 1 <= int(digits) <= 99:
+        return int(digits) / 100.0
+    raise InputFileError(f"statistic {shown(str(name), 40)} is not 'median' or pNN (e.g. p20); use e.g. "
+                         "--statistic p20+median, p20 or median")
 
 
 def statistic_name(q: float) -> str:

@@ -22,6 +22,7 @@ import hashlib
 import importlib.util
 import re
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,21 +62,29 @@ def parse_kwargs(text: str, ref: str) -> dict[str, Any]:
     """``width=0.75, depth=12`` → ``{"width": 0.75, "depth": 12}``: keyword arguments whose values are literals."""
     if not text.strip():
         return {}
+    how = "write them as name=literal, e.g. file.py:make(width=0.75, depth=12)"
     try:
-        call = ast.parse(f"f({text})", mode="eval").body
+        with warnings.catch_warnings():  # "invalid decimal literal" and the like: the user sees our error instead
+            warnings.simplefilter("ignore", SyntaxWarning)
+            call = ast.parse(f"f({text})", mode="eval").body
     except SyntaxError as exc:
-        raise ModelFileError(f"cannot read the arguments of '{ref}' ({exc.msg}); write them as name=literal, "
-                             "e.g. file.py:make(width=0.75, depth=12)") from None
-    assert isinstance(call, ast.Call)
+        raise ModelFileError(f"cannot read the arguments of '{ref}' ({exc.msg}); {how}") from None
+    except (ValueError, MemoryError, RecursionError) as exc:  # an over-long int, operators nested too deeply
+        why = (str(exc).splitlines() or [""])[0][:80] if isinstance(exc, ValueError) else "nested too deeply"
+        raise ModelFileError(f"cannot read the arguments of '{ref}' ({why}); {how}") from None
+    if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "f"):
+        # ")" inside the text closed the call early: "a=1), g(" or "a=1)(b=2"
+        raise ModelFileError(f"cannot read the arguments of '{ref}' (unbalanced parentheses); {how}")
     if call.args or any(k.arg is None for k in call.keywords):
         raise ModelFileError(f"'{ref}': give the factory's arguments by name (name=value), not by position")
     out: dict[str, Any] = {}
     for kw in call.keywords:
         try:
-            out[kw.arg] = ast.literal_eval(kw.value)
-        except ValueError:
+            out[kw.arg] = value = ast.literal_eval(kw.value)
+            repr(value)  # canonical() names the model by it: an integer over 4300 digits has none
+        except (ValueError, TypeError, MemoryError, RecursionError):  # TypeError: {[]: 1}, an unhashable key
             raise ModelFileError(f"'{ref}': the value of {kw.arg} is not a Python literal (numbers, strings, "
-                                 "True/False/None, tuples, lists, dicts of those)") from None
+                                 "True/False/None, tuples, lists, dicts of those, hashable keys)") from None
     return out
 
 

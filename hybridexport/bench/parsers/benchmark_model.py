@@ -99,6 +99,13 @@ def _time(text: str, what: str, source: str) -> float:
     return value
 
 
+def _count(text: str, what: str, source: str) -> int:
+    """A count from the output: ASCII digits, at most 18 of them (int() refuses over 4300), else InputFileError."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 18):
+        raise InputFileError(f"{source}: {what} is {text[:30]!r}, not a count (damaged output?)")
+    return int(text)
+
+
 def _run_stats(line: str, source: str = "benchmark_model output") -> RunStats | None:
     """``count=N first=.. curr=.. min=.. max=.. avg=.. std=..`` (µs); values checked, min ≤ avg ≤ max."""
     m = _STATS.search(line)
@@ -106,7 +113,7 @@ def _run_stats(line: str, source: str = "benchmark_model output") -> RunStats | 
         return None
     names = ("first", "curr", "min", "max", "avg", "std")
     f = [None if g is None else _time(g, f"'{n}='", source) for n, g in zip(names, m.groups()[1:])]
-    st = RunStats(int(m.group(1)), f[0], f[1], f[2], f[3], f[4], f[5])
+    st = RunStats(_count(m.group(1), "'count='", source), f[0], f[1], f[2], f[3], f[4], f[5])
     if st.avg_us is not None and not st.min_us <= st.avg_us <= st.max_us:
         raise InputFileError(f"{source}: run timings have min {st.min_us:g} ≤ avg {st.avg_us:g} ≤ max "
                              f"{st.max_us:g} broken (damaged output?)")
@@ -181,7 +188,7 @@ def parse_benchmark_model(text: str, source: str = "benchmark_model output", req
     for ln in lines[i:]:
         m = re.search(r"Number of nodes executed: (\d+)", ln)
         if m and nodes is None:
-            nodes = int(m.group(1))
+            nodes = _count(m.group(1), "'Number of nodes executed'", source)
         if ln.startswith("Timings (microseconds):") and profiled is None:
             profiled = _run_stats(ln, source)
     if inference is None and profiled is None and require_total:

@@ -77,10 +77,13 @@ def parse_ort_trace(source: str | Path | list[Any]) -> OrtTrace:
                 field_ = "args.op_name"
                 if not isinstance(ev.get("args"), dict) or not isinstance(ev["args"].get("op_name"), str):
                     raise KeyError(field_)
+                field_ = "args.provider"
+                if not isinstance(ev["args"].get("provider", ""), str):
+                    raise TypeError(field_)
                 kernels.append({**ev, "ts": ts, "dur": dur})
         except (KeyError, TypeError, ValueError, OverflowError):
             raise InputFileError(f"onnxruntime trace {where}: event {i} ({str(name)[:60]!r}) lacks a valid "
-                                 f"{field_!r} (a time ≥ 0 in µs, or the node's op_name)") from None
+                                 f"{field_!r} (a time ≥ 0 in µs, or the node's op_name and provider as text)") from None
     if not runs:
         raise InputFileError(f"onnxruntime trace {where} has no model_run events; was session.run called before end_profiling()?")
     if not kernels:
@@ -98,8 +101,8 @@ def parse_ort_trace(source: str | Path | list[Any]) -> OrtTrace:
         if node not in trace.nodes:
             ni = args.get("node_index")
             index = ni if isinstance(ni, int) and not isinstance(ni, bool) and ni >= 0 else (
-                int(ni) if isinstance(ni, str) and ni.isascii() and ni.isdigit() else None)
-            trace.nodes[node] = OrtNode(node, args["op_name"], str(args.get("provider", "")), index)
+                int(ni) if isinstance(ni, str) and ni.isascii() and ni.isdigit() and len(ni) <= 18 else None)
+            trace.nodes[node] = OrtNode(node, args["op_name"], args.get("provider", ""), index)
         trace.runs[idx][node] = trace.runs[idx].get(node, 0.0) + float(ev["dur"])
     return trace
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import platform
 import shutil
 import subprocess
@@ -29,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hybridexport.bench.profile import LayerRow, Profile, Stats
+from hybridexport.bench.profile import LayerRow, Profile, Stats, measured_samples
 from hybridexport.bench.runners import BenchRequest, Runner, apple_devices
 from hybridexport.bench.runners._common import artifact, ticker, version_of
 from hybridexport.bench.runners.apple_devices import (
@@ -46,7 +47,7 @@ from hybridexport.bench.runners.apple_devices import (
     version_tuple,
 )
 from hybridexport.bench.runners.coreml_placement import PlannedOp, placement, static_verdicts
-from hybridexport.errors import RunnerUnavailableError
+from hybridexport.errors import InputFileError, RunnerUnavailableError
 
 COMPUTE_UNITS = ("ALL", "CPU_AND_NE", "CPU_AND_GPU", "CPU_ONLY")
 LOAD_RUNS = 2
@@ -239,11 +240,13 @@ def unit_of(device: Any) -> str:
 
 
 def rows_and_plan(measured: Measured, table: Any) -> tuple[list[LayerRow], list[PlannedOp]]:
-    """Profile rows (ops with a cost) and the planned ops (ops with a device), one per op."""
+    """Profile rows (ops with a cost) and the planned ops (ops with a device), one per op; every time is
+    checked (a finite number ≥ 0, else one InputFileError)."""
     rows: list[LayerRow] = []
     planned: list[PlannedOp] = []
     seen: set[tuple[str, ...]] = set()
-    first_run = measured.predict_ms[0] if measured.predict_ms else 0.0
+    predict = measured_samples(measured.predict_ms, "Core ML prediction times")
+    first_run = predict[0] if predict else 0.0
     for info in measured.ops:
         outputs = tuple(o.name for o in info.spec.outputs)
         if outputs in seen:  # coremltools lists a multi-output op once per output
@@ -251,10 +254,11 @@ def rows_and_plan(measured: Measured, table: Any) -> tuple[list[LayerRow], list[
         seen.add(outputs)
         name = outputs[0] if outputs else info.spec.type
         usage = info.compute_device_usage
-        samples = list(info.measurement.samples)
+        samples = measured_samples(list(info.measurement.samples), f"Core ML op {name!r}")
         module = table.module_of(name) if table is not None else ""
         if usage is not None:
             cost = samples[0] / first_run if samples and first_run > 0 else None
+            cost = cost if cost is None or math.isfinite(cost) else None  # a denormal first run overflows it
             planned.append(PlannedOp(name=name, op_type=info.spec.type, unit=unit_of(usage.preferred_compute_device),
                                      supported=[unit_of(d) for d in usage.supported_compute_devices], cost=cost,
                                      module=module))
@@ -284,9 +288,13 @@ def build_profile(request: BenchRequest, runner: str, measured: Measured, facts:
                   compute_units: str, environment: dict[str, Any], notes: list[str], method: str) -> Profile:
     """The Profile of one measurement: raw totals, per-op rows, placement, provenance."""
     m = request.manifest
+    predict = measured_samples(measured.predict_ms, "Core ML prediction times")
+    if not predict or min(predict) <= 0:
+        raise InputFileError(f"Core ML returned no positive prediction times ({len(predict)} samples); run again")
+    load = measured_samples(measured.load_ms, "Core ML load times")
     table = _op_table(request, notes) if measured.ops else None
     rows, planned = rows_and_plan(measured, table)
-    extra: dict[str, Any] = {"load_ms": asdict(Stats.from_samples(measured.load_ms)), "warmup": request.warmup}
+    extra: dict[str, Any] = {"load_ms": asdict(Stats.from_samples(load)), "warmup": request.warmup}
     if measured.plan_error:
         notes.append(f"Core ML returned no compute plan ({measured.plan_error}): only end-to-end times")
     if planned:
@@ -298,7 +306,7 @@ def build_profile(request: BenchRequest, runner: str, measured: Measured, facts:
         extra["placement"] = placement(planned, verdicts, compute_units, source)
     if not rows:
         rows = [LayerRow(name="prediction", op_type="whole model", module="<root>", compute_unit=compute_units.lower(),
-                         ms=Stats.from_samples(measured.predict_ms), module_source="")]
+                         ms=Stats.from_samples(predict), module_source="")]
         method = method.split("; per-op")[0] + "; one row for the whole model (no compute plan)"
     else:
         unmapped = sum(1 for r in rows if not r.module)
@@ -306,7 +314,7 @@ def build_profile(request: BenchRequest, runner: str, measured: Measured, facts:
             notes.append(f"{unmapped} of {len(rows)} ops are not in the op table: unmapped")
     profile = Profile(
         model=request.label, format="coreml", device=request.device.name, runner=runner, obtained="measured",
-        total_ms=Stats.from_samples(measured.predict_ms), layers=rows, artifact_sha256=m.sha256 if m else "",
+        total_ms=Stats.from_samples(predict), layers=rows, artifact_sha256=m.sha256 if m else "",
         environment={"runtime": "Core ML", "compute_units": compute_units, "coremltools": version_of("coremltools"),
                      "model_spec_version": facts.spec_version, "deployment_target": facts.target(plat), **environment},
         method=method, notes=notes, extra=extra)

@@ -32,6 +32,7 @@ Rules:
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shlex
@@ -43,10 +44,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from hybridexport.bench.profile import LayerRow, Profile, Stats
+from hybridexport.bench.profile import REBENCH, LayerRow, Profile, Stats
 from hybridexport.bench.runners import BenchRequest, Runner
 from hybridexport.bench.runners._common import artifact, have_module, ticker, version_of
-from hybridexport.errors import HybridExportError, RunnerUnavailableError
+from hybridexport.errors import HybridExportError, InputFileError, RunnerUnavailableError, shown
 
 TOKEN_ENV = "QAI_HUB_API_TOKEN"
 TIMEOUT_ENV = "HYBRIDEXPORT_QAI_HUB_TIMEOUT"
@@ -335,12 +336,25 @@ def _layer_modules(detail: list[dict[str, Any]], table: Any, known: set[str] | N
 
 def profile_from_hub(hub_profile: dict[str, Any], request: BenchRequest, fmt: str, runner: str,
                      environment: dict[str, Any]) -> Profile:
-    """A Profile from one ``job.download_profile()`` dict (times in µs there, in ms here)."""
-    summary = hub_profile.get("execution_summary") or {}
-    detail = list(hub_profile.get("execution_detail") or [])
+    """A Profile from one ``job.download_profile()`` dict (times in µs there, in ms here).
+
+    The dict is checked as outside data: ``execution_summary`` an object, ``execution_detail`` a list of
+    objects whose name, type and compute unit are text; every time a finite number ≥ 0 (or absent); the
+    Profile built passes :meth:`Profile.from_dict`'s checks. Anything else is one FarmJobError line."""
+    job = f"AI Hub job {environment.get('qai_hub_job_id', '?')}"
+    summary = hub_profile.get("execution_summary") or {} if isinstance(hub_profile, dict) else None
+    detail = hub_profile.get("execution_detail") or [] if isinstance(hub_profile, dict) else None
+    if not isinstance(summary, dict) or not isinstance(detail, list) or not all(isinstance(d, dict) for d in detail):
+        raise FarmJobError(f"{job} returned a profile that is not {{execution_summary: {{...}}, execution_detail: "
+                           "[{...}, ...]}; open it on the AI Hub website")
     notes: list[str] = []
-    samples = [float(t) / 1000.0 for t in summary.get("all_inference_times") or [] if t is not None]
+    times = summary.get("all_inference_times") or []
+    if not isinstance(times, list | tuple):
+        raise FarmJobError(f"{job}: execution_summary.all_inference_times is not a list; open it on the AI Hub website")
+    samples = [_us(t, f"{job}: all_inference_times[{i}]") / 1000.0 for i, t in enumerate(times) if t is not None]
     estimated = summary.get("estimated_inference_time")
+    if estimated is not None:
+        _us(estimated, f"{job}: estimated_inference_time")
     if samples:
         total = Stats.from_samples(samples)
     elif isinstance(estimated, (int, float)) and estimated > 0:
@@ -353,15 +367,16 @@ def profile_from_hub(hub_profile: dict[str, Any], request: BenchRequest, fmt: st
     table = request.op_table()
     modules = _layer_modules(detail, table, known)
     rows, untimed = [], 0
-    for d, (mod, source) in zip(detail, modules):
+    for i, (d, (mod, source)) in enumerate(zip(detail, modules)):
         t = d.get("execution_time")
-        if isinstance(t, (int, float)):
-            ms = Stats.from_samples([float(t) / 1000.0])
+        if t is not None:
+            ms = Stats.from_samples([_us(t, f"{job}: execution_detail[{i}].execution_time") / 1000.0])
         else:
             untimed += 1
             ms = Stats(median=0.0, p10=0.0, p90=0.0, n=0)
-        rows.append(LayerRow(name=str(d.get("name", "")), op_type=str(d.get("type", "")), module=mod,
-                             compute_unit=str(d.get("compute_unit", "")).lower(), ms=ms, module_source=source))
+        name, op_type, unit = (_text(d, k, f"{job}: execution_detail[{i}]") for k in ("name", "type", "compute_unit"))
+        rows.append(LayerRow(name=name, op_type=op_type, module=mod, compute_unit=unit.lower(), ms=ms,
+                             module_source=source))
     units: dict[str, int] = {}
     for r in rows:
         units[r.compute_unit] = units.get(r.compute_unit, 0) + 1
@@ -405,8 +420,37 @@ def profile_from_hub(hub_profile: dict[str, Any], request: BenchRequest, fmt: st
         "warm_load_ms": _ms(summary.get("warm_load_time")),
         "compute_unit_counts": units,
     })
-    return profile
+    try:  # the same checks as a Profile read from a file (a total > 0, at least one layer, ...)
+        return Profile.from_dict(profile.to_dict(), source=job)
+    except InputFileError as exc:
+        raise FarmJobError(f"{exc}".replace(REBENCH, "open it on the AI Hub website")) from None
 
 
 def _ms(us: Any) -> float | None:
-    return float(us) / 1000.0 if isinstance(us, (int, float)) else None
+    """µs → ms when ``us`` is a finite time ≥ 0 (a figure for ``extra``; anything else is None)."""
+    if isinstance(us, bool) or not isinstance(us, int | float) or not 0 <= us < math.inf:
+        return None
+    try:
+        return float(us) / 1000.0
+    except OverflowError:  # an integer beyond float range
+        return None
+
+
+def _us(value: Any, what: str) -> float:
+    """A time from the profile (µs): a finite number ≥ 0, else FarmJobError."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
+        raise FarmJobError(f"{what} is {shown(value, 40)}, not a time ≥ 0 in µs; open the job on the AI Hub website")
+    try:
+        return float(value)
+    except OverflowError:
+        raise FarmJobError(f"{what} is too large for a time in µs; open the job on the AI Hub website") from None
+
+
+def _text(d: dict[str, Any], key: str, where: str) -> str:
+    """A layer's name, type or compute unit: text, absent (or null) as ""."""
+    value = d.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise FarmJobError(f"{where}.{key} is {shown(value, 40)}, not text; open the job on the AI Hub website")
+    return value

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hybridexport.errors import HybridExportError, InputFileError
+from hybridexport.errors import HybridExportError, InputFileError, shown
 from hybridexport.export.formats import NAMES
 
 SUITE_FORMATS = (*NAMES, "pytorch")
@@ -117,11 +117,11 @@ def _check_options(where: str, table: dict[str, Any]) -> dict[str, Any]:
         want = _OPTION_TYPES[key]
         if isinstance(value, bool) or not isinstance(value, want):
             tname = want.__name__ if isinstance(want, type) else "/".join(t.__name__ for t in want)
-            raise InputFileError(f"{where}: '{key}' must be a {tname}, got {value!r}")
+            raise InputFileError(f"{where}: '{key}' must be a {tname}, got {shown(value)}")
         lo, hi = _RANGES.get(key, (None, None))
         if lo is not None and not lo <= value <= hi:
             bound = f"at least {lo}" if value < lo else f"at most {hi}"
-            raise InputFileError(f"{where}: '{key}' must be {bound}, got {value}")
+            raise InputFileError(f"{where}: '{key}' must be {bound}, got {shown(value)}")
         if key == "runner" and value not in RUNNERS:
             raise InputFileError(f"{where}: unknown runner '{value}'; known runners: {', '.join(RUNNERS)}")
         if key == "precision" and value not in PRECISIONS:
@@ -145,7 +145,7 @@ def _check_shapes(where: str, value: Any) -> tuple[tuple[int, ...], ...]:
         for s in value)
     if not ok:
         raise InputFileError(f"{where}: 'input_shapes' must be a list of shapes of whole numbers ≥ 1, one per model "
-                             f"input, e.g. input_shapes = [[1, 3, 512, 384]]; got {value!r}")
+                             f"input, e.g. input_shapes = [[1, 3, 512, 384]]; got {shown(value)}")
     return tuple(tuple(s) for s in value)
 
 
@@ -180,6 +180,8 @@ def parse_suite(text: str, source: str = "<suite>", check_models: bool = True) -
         raise InputFileError(f"{source}: not valid TOML ({exc})") from None
     except RecursionError:
         raise InputFileError(f"{source}: nests arrays or tables too deeply to be a suite") from None
+    except ValueError as exc:  # tomllib converts an over-long integer with int(), which refuses it
+        raise InputFileError(f"{source}: not valid TOML ({str(exc).splitlines()[0][:80]})") from None
     unknown = sorted(set(doc) - _TOP_KEYS)
     if unknown:
         raise InputFileError(f"{source}: unknown top-level key(s) {unknown}; allowed: name, description, [defaults], [[run]]")
@@ -197,7 +199,7 @@ def parse_suite(text: str, source: str = "<suite>", check_models: bool = True) -
     if farm_jobs is not None and (isinstance(farm_jobs, bool) or not isinstance(farm_jobs, int)
                                   or not 1 <= farm_jobs <= FARM_JOBS_MAX):
         bound = f"≤ {FARM_JOBS_MAX}" if isinstance(farm_jobs, int) and farm_jobs > FARM_JOBS_MAX else "≥ 1"
-        raise InputFileError(f"{source}: [defaults] 'farm_jobs' must be a whole number {bound}, got {farm_jobs!r}")
+        raise InputFileError(f"{source}: [defaults] 'farm_jobs' must be a whole number {bound}, got {shown(farm_jobs)}")
     bad = sorted(set(defaults) - set(_OPTION_TYPES))
     if bad:
         raise InputFileError(f"{source}: [defaults] has unknown key(s) {bad}; allowed: {', '.join(_OPTION_TYPES)}, "
