@@ -15,6 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timer", choices=("cpu", "runner"), default="cpu",
                         help="host only: thread CPU time (stable on a shared machine; default) or the "
                              "host-onnxruntime runner's wall time")
+    parser.add_argument("--allow-load", action="store_true",
+                        help="host only: fit even on a loaded or unsteady machine (refused otherwise); the "
+                             "conditions are recorded and the stored band widened")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         if host:
             from hybridexport.calibrate.host import calibrate_host
 
-            model = calibrate_host(device, timer=args.timer)
+            model = calibrate_host(device, timer=args.timer, allow_load=args.allow_load)
         else:
             from hybridexport.calibrate.fit import calibrate_phone
 
