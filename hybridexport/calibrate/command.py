@@ -35,6 +35,9 @@ def run(args: argparse.Namespace) -> int:
     if host and args.data:
         raise InputFileError(f"--data is the published latency table phones are fitted on; '{device}' is measured "
                              "on this machine instead: leave out --data")
+    if args.allow_load and not host:
+        raise InputFileError(f"--allow-load is for host calibrations (measured here); '{device}' is fitted on "
+                             "published latencies: leave out --allow-load")
     if not args.dry_run:  # a long host calibration must not end in an unwritable profile
         try:
             writable_file(profile_path(device), "the device profile")

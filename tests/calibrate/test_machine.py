@@ -127,6 +127,8 @@ def test_calibration_under_load_is_refused_before_measuring(cache: Path, monkeyp
     assert main(["calibrate", "--device", "host", "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert "calibration refused" in err and "--allow-load" in err and no_measuring == []
+    assert main(["calibrate", "--device", "iphone13", "--dry-run", "--allow-load"]) == 2  # phones: not measured here
+    assert "--allow-load is for host calibrations" in capsys.readouterr().err
 
 
 def test_noisy_probe_or_drift_is_refused(cache: Path, monkeypatch: pytest.MonkeyPatch,
