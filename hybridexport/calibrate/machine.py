@@ -91,7 +91,8 @@ def parse_cpuinfo(text: str) -> dict[str, Any]:
     else:
         cpu_id = "/".join(first.get(k, "?") for k in ("cpu implementer", "cpu part")) if "cpu part" in first else ""
     model = first.get("model name") or first.get("hardware") or first.get("cpu model") or platform.processor()
-    return {"cpu_model": model or platform.machine(), "vendor": first.get("vendor_id", first.get("cpu implementer", "")),
+    vendor = first.get("vendor_id", first.get("cpu implementer", ""))
+    return {"cpu_model": model or platform.machine(), "vendor": vendor,
             "cpu_id": cpu_id, "flags": [f for f in SPEED_FLAGS if f in flags], "processors": processors}
 
 
@@ -135,7 +136,8 @@ def mismatch(calibrated: Fingerprint, here: Fingerprint) -> list[str]:
     """What differs beyond what a probe can correct (another CPU, other vector units, another runtime)."""
     out = []
     if (calibrated.cpu_model, calibrated.cpu_id) != (here.cpu_model, here.cpu_id):
-        out.append(f"CPU {calibrated.cpu_model} ({calibrated.cpu_id or '?'}) → {here.cpu_model} ({here.cpu_id or '?'})")
+        out.append(f"CPU {calibrated.cpu_model} ({calibrated.cpu_id or '?'}) → "
+                   f"{here.cpu_model} ({here.cpu_id or '?'})")
     if calibrated.arch != here.arch:
         out.append(f"arch {calibrated.arch} → {here.arch}")
     lost, gained = sorted(set(calibrated.flags) - set(here.flags)), sorted(set(here.flags) - set(calibrated.flags))
@@ -326,8 +328,8 @@ def refusals_after(before: Probe, after: Probe) -> list[str]:
     d = drift(before, after)
     if d > MAX_DRIFT:
         out.append(f"probes before/after differ by {d * 100:.0f}% (> {MAX_DRIFT * 100:.0f}%: GEMM "
-                   f"{before.gemm_gflops:.0f} → {after.gemm_gflops:.0f} GFLOP/s, bandwidth {before.bandwidth_gbs:.1f} "
-                   f"→ {after.bandwidth_gbs:.1f} GB/s)")
+                   f"{before.gemm_gflops:.0f} → {after.gemm_gflops:.0f} GFLOP/s, bandwidth "
+                   f"{before.bandwidth_gbs:.1f} → {after.bandwidth_gbs:.1f} GB/s)")
     return out
 
 
@@ -356,8 +358,8 @@ def calibration_time() -> str:
     """How long a host calibration takes, from how it measures (see :mod:`hybridexport.calibrate.host`)."""
     from hybridexport.calibrate.host import HOST_TRAIN
 
-    return (f"estimated ~10-15 min: {len(HOST_TRAIN)} models exported once (~4 min), each timed 3 rounds × 25 runs and "
-            "profiled once (~4 min), then fitted; longer on a busy machine")
+    return (f"estimated ~10-15 min: {len(HOST_TRAIN)} models exported once (~4 min), each timed 3 rounds × 25 "
+            "runs and profiled once (~4 min), then fitted; longer on a busy machine")
 
 
 def _calibration_record(lm: dict[str, Any]) -> tuple[Fingerprint | None, Probe | None, str]:
@@ -411,9 +413,10 @@ def adapt_to_this_machine(lm: dict[str, Any], device: str = "host") -> tuple[dic
     dev["bandwidth"] = float(dev["bandwidth"]) * b
     info["ratios"] = {"gemm": g, "bandwidth": b}
     info["mismatch"] = diffs = mismatch(cal_fp, here_fp) if cal_fp else ["no fingerprint recorded"]
-    scaled = (f"peaks rescaled to {now} vs {cal.gemm_gflops:.0f} GFLOP/s, {cal.bandwidth_gbs:.1f} GB/s at "
-              f"calibration (compute x{g:.2f}, memory x{b:.2f})")
-    noisy = f"; this probe's spread is ±{(here.spread - 1) * 100:.0f}% (busy machine)" if here.spread > MAX_SPREAD else ""
+    scaled = (f"the host latency model's peaks rescaled by probe to {now} vs {cal.gemm_gflops:.0f} GFLOP/s, "
+              f"{cal.bandwidth_gbs:.1f} GB/s at calibration (compute x{g:.2f}, memory x{b:.2f})")
+    noisy = (f"; this probe's spread is ±{(here.spread - 1) * 100:.0f}% (busy machine)" if here.spread > MAX_SPREAD
+             else "")
     if diffs:
         note = (f"{scaled}, but this machine differs beyond what the probe corrects ({'; '.join(diffs)}): {fix}"
                 f"{noisy}")

@@ -14,7 +14,8 @@ from hybridexport.calibrate.fit import Dataset
 from hybridexport.calibrate.machine import Fingerprint, Probe
 from hybridexport.errors import InputFileError, MachineBusyError
 
-REC = Path(__file__).resolve().parents[1] / "data" / "machine"  # recorded from this project's 2-core AMD EPYC machine (see its README.md)
+# recorded from this project's 2-core AMD EPYC machine (see its README.md)
+REC = Path(__file__).resolve().parents[1] / "data" / "machine"
 
 
 @pytest.fixture
