@@ -13,10 +13,14 @@
    B/A against the measured one (ONNX Runtime, 1 thread, interleaved runs, bootstrap interval); on the
    iPhone 13, every same-family pair of published rows, both predicted with their family left out of
    the fit. Goals (host): sign right for ≥ 95 % of pairs that differ by > 5 %, median ratio error ≤ 3 %.
+6. Portability (issue 20): this machine's probe (GEMM GFLOP/s, GB/s, spread) against the one the host
+   calibration recorded, the peak ratios the predicted runner applies, and what the fingerprints differ in
+   (~1 s; no models run).
 
     .venv/bin/python benchmarks/predictor_accuracy.py                # all three (host takes ~15-30 min)
     .venv/bin/python benchmarks/predictor_accuracy.py --skip-host    # phones + timing only (~1 min)
     .venv/bin/python benchmarks/predictor_accuracy.py --only-pairs   # section 5 (~1 min per host pair)
+    .venv/bin/python benchmarks/predictor_accuracy.py --only-portability   # section 6 (~1 s)
 """
 
 from __future__ import annotations
@@ -295,6 +299,33 @@ def pairs_section(models: list[str], chains: list[tuple[str, ...]], runs: int = 
     print(flush=True)
 
 
+def portability_section() -> None:
+    from hybridexport.bench.devices import load_device
+    from hybridexport.calibrate.machine import adapt_to_this_machine, probe
+
+    print("6. portability: this machine's probe against the host calibration's", flush=True)
+    t0 = time.perf_counter()
+    lm = load_device("host").raw["latency_model"]
+    _, info, note = adapt_to_this_machine(lm)
+    here, cal = info["probe"], info["calibration_probe"]
+    t1 = time.perf_counter()
+    probe()
+    cached = time.perf_counter() - t1
+    for name, p in (("this machine", here), ("calibration", cal)):
+        if p is None:
+            print(f"  {name:14s} no probe recorded")
+            continue
+        print(f"  {name:14s} GEMM {p['gemm_gflops']:6.1f} GFLOP/s (spread x{p['gemm_spread']:.2f})  bandwidth "
+              f"{p['bandwidth_gbs']:5.1f} GB/s (x{p['bandwidth_spread']:.2f})  load {p['load_1m']:.2f}  "
+              f"timer {p['timer']}, {p['threads']} thread(s)")
+    if "ratios" in info:
+        print(f"  peaks scaled: compute x{info['ratios']['gemm']:.2f}, memory x{info['ratios']['bandwidth']:.2f}; "
+              f"fingerprint differences: {info['mismatch'] or 'none'}")
+    print(f"  probe took {info['probe_s']:.2f} s (from cache when it ran earlier this boot), cached {cached:.3f} s; "
+          f"section {time.perf_counter() - t0:.1f} s")
+    print(f"  note: {note}")
+
+
 def main() -> int:
     from hybridexport.calibrate.host import HOST_TEST, HOST_TRAIN
 
@@ -309,10 +340,14 @@ def main() -> int:
     ap.add_argument("--timing-device", default="iphone13")
     ap.add_argument("--skip-keys", action="store_true")
     ap.add_argument("--only-pairs", action="store_true", help="run section 5 only")
+    ap.add_argument("--only-portability", action="store_true", help="run section 6 only (~1 s)")
     ap.add_argument("--pair-models", default=",".join(HOST_PAIR_MODELS))
     ap.add_argument("--pair-runs", type=int, default=40)
     ap.add_argument("--keys-models", default="iformer-t,mobilevit-xxs,mobileformer-26m,timm:mobilenetv3_small_050")
     args = ap.parse_args()
+    if args.only_portability:
+        portability_section()
+        return 0
     if args.only_pairs:
         pairs_section(args.pair_models.split(","), list(HOST_VARIANT_CHAINS), args.pair_runs)
         return 0
@@ -325,6 +360,7 @@ def main() -> int:
     if not args.skip_keys:
         keys_section(args.keys_models.split(","))
     pairs_section(args.pair_models.split(","), list(HOST_VARIANT_CHAINS), args.pair_runs)
+    portability_section()
     return 0
 
 

@@ -61,3 +61,7 @@ class RunnerUnavailableError(HybridExportError):
 
 class InputFileError(HybridExportError):
     """A malformed input file (profile, manifest, suite, tool output)."""
+
+
+class MachineBusyError(HybridExportError):
+    """A host calibration refused because the machine is loaded or its speed unsteady."""

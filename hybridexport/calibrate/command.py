@@ -15,6 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timer", choices=("cpu", "runner"), default="cpu",
                         help="host only: thread CPU time (stable on a shared machine; default) or the "
                              "host-onnxruntime runner's wall time")
+    parser.add_argument("--allow-load", action="store_true",
+                        help="host only: fit even on a loaded or unsteady machine (refused otherwise); the "
+                             "conditions are recorded and the stored band widened")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,6 +35,9 @@ def run(args: argparse.Namespace) -> int:
     if host and args.data:
         raise InputFileError(f"--data is the published latency table phones are fitted on; '{device}' is measured "
                              "on this machine instead: leave out --data")
+    if args.allow_load and not host:
+        raise InputFileError(f"--allow-load is for host calibrations (measured here); '{device}' is fitted on "
+                             "published latencies: leave out --allow-load")
     if not args.dry_run:  # a long host calibration must not end in an unwritable profile
         try:
             writable_file(profile_path(device), "the device profile")
@@ -46,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         if host:
             from hybridexport.calibrate.host import calibrate_host
 
-            model = calibrate_host(device, timer=args.timer)
+            model = calibrate_host(device, timer=args.timer, allow_load=args.allow_load)
         else:
             from hybridexport.calibrate.fit import calibrate_phone
 

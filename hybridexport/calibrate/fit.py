@@ -54,6 +54,8 @@ class Dataset:
     skipped: list[dict[str, Any]] = field(default_factory=list)
     # per table (host only): measured kernel ms per op name, from ONNX Runtime's profiler
     node_ms: list[dict[str, float]] = field(default_factory=list)
+    # per label (host only): the highest 1-minute load average seen while it was measured
+    load_1m: dict[str, float] = field(default_factory=dict)
 
 
 def metrics(pred: np.ndarray, obs: np.ndarray) -> dict[str, float]:

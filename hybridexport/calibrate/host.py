@@ -118,6 +118,7 @@ def host_dataset(builders: tuple[str, ...] | list[str], progress: bool = True, r
     """
     import torch
 
+    from hybridexport.calibrate.machine import load_1m
     from hybridexport.optable import OpTable
 
     torch.set_num_threads(1)
@@ -144,6 +145,7 @@ def host_dataset(builders: tuple[str, ...] | list[str], progress: bool = True, r
                 failed[b] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
                 continue
             best[b] = min(ms, best.get(b, float("inf")))
+            ds.load_1m[b] = max(load_1m(), ds.load_1m.get(b, 0.0))
     from hybridexport.calibrate.host_layers import exported_node_ms
 
     tables, ds.tables = ds.tables, []
@@ -166,21 +168,42 @@ def host_dataset(builders: tuple[str, ...] | list[str], progress: bool = True, r
 
 
 def calibrate_host(device: str = "host", builders: tuple[str, ...] | list[str] = HOST_TRAIN,
-                   timer: str = "cpu") -> dict[str, Any]:
-    """Measure the calibration set here and fit the host latency model."""
+                   timer: str = "cpu", allow_load: bool = False) -> dict[str, Any]:
+    """Measure the calibration set here and fit the host latency model.
+
+    The machine is fingerprinted and probed (:mod:`hybridexport.calibrate.machine`) before measuring and
+    probed again after: a loaded or unsteady machine is refused (MachineBusyError) before the long
+    measurement, or after it when the probes drifted apart, unless ``allow_load`` (then the conditions
+    are recorded and the band is widened by the variation seen)."""
     import onnxruntime as ort
 
     from hybridexport.bench.devices import host_facts
+    from hybridexport.calibrate import machine
 
+    probe_timer = "wall" if timer == "runner" else "cpu"
+    fp = machine.fingerprint(1)
+    before = machine.probe(1, probe_timer, fresh=True)
+    conditions = machine.refusals_before(fp, before)
+    if conditions and not allow_load:
+        machine.refuse(conditions, "before measuring")
     ds = host_dataset(builders, timer=timer)
+    after = machine.probe(1, probe_timer, fresh=True)
+    late = machine.refusals_after(before, after)
+    if late and not allow_load:
+        machine.refuse(late, "after measuring (nothing written)")
+    conditions += late
     model = fit_dataset(ds, device_spec(device), MEASURED)
+    if conditions:
+        machine.widen_band(model["band"], before, after)
     model["provenance"] = {
         "source": "measured",
         "runner": "host-onnxruntime (1 thread, ORT_ENABLE_ALL)" if timer == "runner" else
                   "onnxruntime, runner settings (1 thread, ORT_ENABLE_ALL), thread CPU time",
         "timer": timer,
         "onnxruntime": ort.__version__,
-        "machine": host_facts(),
+        "machine": {**host_facts(), "fingerprint": fp.to_dict(), "probe_before": before.to_dict(),
+                    "probe_after": after.to_dict(), "conditions": conditions, "allow_load": allow_load,
+                    "load_1m_per_model": {k: round(v, 2) for k, v in ds.load_1m.items()}},
         "protocol": "ONNX Runtime CPU, 1 thread, measured on this machine (min over 3 rounds of the median)",
         "per_layer": "ONNX Runtime profiler kernel times per exported node (median of 15 runs), fitted as "
                      "per-model shares of time per cost group",

@@ -48,10 +48,16 @@ class PredictedRunner(Runner):
             raise InputFileError("the predicted runner needs an artifact; run `hybridexport convert MODEL --to "
                                  f"{fmt}` first")
         t_table = time.perf_counter() - t0
+        notes: list[str] = []
+        machine = None
+        if device.kind == "host" and fmt == "onnx":  # this machine: its own speed, probed (cached per boot)
+            from hybridexport.calibrate.machine import adapt_to_this_machine
+
+            lm, machine, note = adapt_to_this_machine(lm, device.name)
+            notes.append(note)
         t1 = time.perf_counter()
         pred = predict_ops(table.ops, lm, device.name)
         t_pred = time.perf_counter() - t1
-        notes: list[str] = []
         if table.format != fmt:
             fix = (f"convert the model with `--to {fmt}` for a like-with-like prediction" if request.manifest
                    else f"predict the {fmt} artifact of the same model for a like-with-like prediction")
@@ -70,11 +76,14 @@ class PredictedRunner(Runner):
             why = "" if table.module_mapping else ": the artifact carries no module paths (rows keep the runtime's op names)"
             notes.append(f"{unmapped} of {len(table.ops)} ops could not be mapped to an nn.Module path{why}")
         m = request.manifest
-        return build_profile(pred, lm, model=request.label, device=device.name, artifact=str(request.artifact_path()),
+        prof = build_profile(pred, lm, model=request.label, device=device.name, artifact=str(request.artifact_path()),
                              sha=m.sha256 if m else table.artifact_sha256, notes=notes,
                              timings={"op_table_s": round(t_table, 4), "predict_s": round(t_pred, 4)},
                              resolution=m.resolution if m else None,
                              input_shapes=[t.shape for t in table.inputs], fmt=table.format)
+        if machine is not None:
+            prof.extra["machine"] = machine
+        return prof
 
 
 def build_profile(pred: Prediction, lm: dict[str, Any], *, model: str, device: str, artifact: str = "", sha: str = "",

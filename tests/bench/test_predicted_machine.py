@@ -1,0 +1,109 @@
+"""The predicted runner on the host (issue 20): the latency model's peaks rescaled by this machine's probe
+against the calibration's, or one note naming the recalibration when that is not possible."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from hybridexport.bench.devices import load_device
+from hybridexport.bench.runners import BenchRequest, get_runner
+from hybridexport.calibrate import machine
+from hybridexport.calibrate.machine import Probe
+from hybridexport.export.api import convert
+
+from models import loaded
+
+
+class Tokens(nn.Module):
+    """An image as 4096 tokens of 3 channels, widened (memory-bound), then one 256×256 GEMM (compute-bound)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Linear(3, 256)
+        self.mix = nn.Linear(256, 256, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mix(self.embed(x.flatten(2).transpose(1, 2)))
+
+
+@pytest.fixture(scope="module")
+def onnx_tokens(tmp_path_factory: pytest.TempPathFactory):
+    torch.set_num_threads(1)
+    [m] = convert(loaded(Tokens(), name="tokens", resolution=64), to="onnx", out=tmp_path_factory.mktemp("tok"),
+                  rewrite=False, verify_inputs=1)
+    return m
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("HYBRIDEXPORT_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def host_with(record: dict | None):
+    """The committed host profile, its latency model's provenance.machine extended by ``record``."""
+    dev = load_device("host")
+    raw = copy.deepcopy(dev.raw)
+    if record is not None:
+        raw["latency_model"]["provenance"]["machine"].update(record)
+    return dataclasses.replace(dev, raw=raw)
+
+
+def predict(device, manifest):
+    return get_runner("predicted").run(BenchRequest(device=device, manifest=manifest))
+
+
+def gemm_row(prof):
+    return max((r for r in prof.layers if r.macs), key=lambda r: r.macs)
+
+
+def test_calibration_probe_at_half_this_gemm_speed_halves_the_gemm_time(onnx_tokens, cache: Path) -> None:
+    here = machine.probe()  # measured now, cached for the runner's call
+    fp = machine.fingerprint().to_dict()
+    same = host_with({"fingerprint": fp, "probe_before": here.to_dict(), "probe_after": here.to_dict()})
+    half = Probe(**{**here.to_dict(), "gemm_gflops": here.gemm_gflops / 2})
+    slow = host_with({"fingerprint": fp, "probe_before": half.to_dict(), "probe_after": half.to_dict()})
+    base, faster = predict(same, onnx_tokens), predict(slow, onnx_tokens)
+    g0, g1 = gemm_row(base), gemm_row(faster)
+    assert g0.macs == 4096 * 256 * 256
+    assert g1.ms.median / g0.ms.median == pytest.approx(0.5, rel=0.01)  # compute-bound: half the time
+    mem0 = [r.ms.median for r in base.layers if r.op_type in ("Transpose", "transpose")]
+    mem1 = [r.ms.median for r in faster.layers if r.op_type in ("Transpose", "transpose")]
+    assert mem0 and mem1 == pytest.approx(mem0, rel=1e-9)  # bandwidth ratio 1: memory-bound ops unchanged
+    ex = faster.extra["machine"]
+    assert ex["ratios"]["gemm"] == pytest.approx(2.0) and ex["ratios"]["bandwidth"] == pytest.approx(1.0)
+    assert ex["mismatch"] == [] and ex["probe"] == here.to_dict()
+    assert Probe.from_dict(ex["calibration_probe"]).gemm_gflops == pytest.approx(half.gemm_gflops)
+    [note] = [n for n in faster.notes if "rescaled" in n]
+    assert "compute x2.00, memory x1.00" in note and "calibrate --device host" not in note
+    assert load_device("host").raw["latency_model"]["device"]["peak_macs"] == 40e9  # the profile is untouched
+    json.dumps(faster.to_dict())  # the record serialises with the Profile
+
+
+def test_fingerprint_mismatch_and_missing_probe_say_to_recalibrate(onnx_tokens, cache: Path) -> None:
+    here = machine.probe()
+    fp = machine.fingerprint().to_dict()
+    other = {**fp, "onnxruntime": "1.0.0", "flags": [f for f in fp["flags"] if f != "avx2"]}
+    prof = predict(host_with({"fingerprint": other, "probe_before": here.to_dict()}), onnx_tokens)
+    [note] = [n for n in prof.notes if "calibrate --device host" in n]
+    assert "beyond what the probe corrects" in note and "onnxruntime 1.0.0 →" in note and "min" in note
+    assert len(prof.extra["machine"]["mismatch"]) == 2
+    committed = predict(load_device("host"), onnx_tokens)  # profiles/host.json: no probe recorded
+    [note] = [n for n in committed.notes if "calibrate --device host" in n]
+    assert "records no speed probe" in note and f"{here.gemm_gflops:.0f} GFLOP/s" in note
+    assert committed.extra["machine"]["calibration_probe"] is None
+    assert gemm_row(committed).ms.median == pytest.approx(gemm_row(predict(host_with(None), onnx_tokens)).ms.median)
+
+
+def test_phone_predictions_take_no_probe(onnx_tokens, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(machine, "measure_probe", lambda *a, **k: pytest.fail("probed for a phone"))
+    monkeypatch.setattr(machine, "probe", lambda *a, **k: pytest.fail("probed for a phone"))
+    prof = predict(load_device("pixel8"), onnx_tokens)
+    assert "machine" not in prof.extra and not any("probe" in n for n in prof.notes)

@@ -1,0 +1,170 @@
+"""Machine fingerprint and roofline probe (issue 20): parsing recorded /proc and /sys files, a real probe
+cached per boot, and a host calibration refused on a loaded machine unless --allow-load."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from hybridexport.calibrate import host, machine
+from hybridexport.calibrate.fit import Dataset
+from hybridexport.calibrate.machine import Fingerprint, Probe
+from hybridexport.errors import InputFileError, MachineBusyError
+
+# recorded from this project's 2-core AMD EPYC machine (see its README.md)
+REC = Path(__file__).resolve().parents[1] / "data" / "machine"
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("HYBRIDEXPORT_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_fingerprint_parses_recorded_cpuinfo_and_caches() -> None:
+    text = (REC / "cpuinfo-amd-epyc-2core.txt").read_text()
+    info = machine.parse_cpuinfo(text)
+    assert info["cpu_model"] == "AMD EPYC" and info["vendor"] == "AuthenticAMD" and info["cpu_id"] == "26/2/1"
+    assert info["processors"] == 2
+    assert {"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16"} <= set(info["flags"])
+    assert "amx_tile" not in info["flags"] and set(info["flags"]) <= set(machine.SPEED_FLAGS)
+    assert machine.read_caches(REC / "cpu0-cache") == {"L1d": "48K", "L1i": "32K", "L2": "1024K", "L3": "32768K"}
+    fp = machine.fingerprint(threads=1, cpuinfo=text, cache_root=REC / "cpu0-cache")
+    assert fp.threads == 1 and fp.caches["L2"] == "1024K" and fp.logical_cores >= 1
+    assert Fingerprint.from_dict(fp.to_dict()) == fp
+
+
+def test_fingerprint_identity_ignores_load_and_mismatch_names_what_a_probe_cannot_correct() -> None:
+    fp = machine.fingerprint(cpuinfo=(REC / "cpuinfo-amd-epyc-2core.txt").read_text(), cache_root=REC / "cpu0-cache")
+    busy = Fingerprint(**{**fp.to_dict(), "load_1m": fp.load_1m + 3})
+    assert busy.key() == fp.key() and machine.mismatch(fp, busy) == []
+    other = Fingerprint(**{**fp.to_dict(), "flags": [f for f in fp.flags if f != "avx512f"], "onnxruntime": "1.0.0",
+                           "cpu_id": "25/1/1"})
+    diffs = machine.mismatch(other, fp)
+    assert other.key() != fp.key() and len(diffs) == 3
+    assert any("+avx512f" in d for d in diffs) and any("onnxruntime 1.0.0" in d for d in diffs)
+    assert any("25/1/1" in d for d in diffs)
+
+
+def test_probe_measures_positive_figures_and_is_cached_per_boot(cache: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 tmp_path: Path) -> None:
+    calls: list[Probe] = []
+    real = machine.measure_probe
+
+    def counted(*a, **k) -> Probe:
+        calls.append(real(*a, **k))
+        return calls[-1]
+
+    monkeypatch.setattr(machine, "measure_probe", counted)
+    boot = tmp_path / "boot_id"
+    boot.write_text("boot-a\n")
+    monkeypatch.setattr(machine, "BOOT_ID", boot)
+    p = machine.probe()
+    for v in (p.gemm_gflops, p.bandwidth_gbs, p.gemm_spread, p.bandwidth_spread, p.seconds):
+        assert math.isfinite(v) and v > 0
+    assert p.gemm_spread >= 1 and p.bandwidth_spread >= 1 and p.threads == 1 and p.timer == "cpu"
+    assert p.seconds < 10 and len(calls) == 1
+    assert machine.probe() == p and len(calls) == 1  # same boot: the cached probe, not measured again
+    [f] = list((cache / "machine").glob("probe-*.json"))
+    assert Probe.from_dict(json.loads(f.read_text())) == p
+    f.write_text('{"gemm_gflops": -1')  # corrupt: measured again, no traceback
+    machine.probe()
+    assert len(calls) == 2
+    boot.write_text("boot-b\n")  # rebooted: another key
+    machine.probe()
+    assert len(calls) == 3 and len(list((cache / "machine").glob("probe-*.json"))) == 2
+
+
+def test_probe_loader_refuses_bad_values() -> None:
+    good = Probe(gemm_gflops=100.0, bandwidth_gbs=20.0, gemm_spread=1.05, bandwidth_spread=1.1).to_dict()
+    assert Probe.from_dict(good).gemm_gflops == 100.0
+    for bad in ({**good, "gemm_gflops": -3.0}, {**good, "bandwidth_gbs": "fast"}, {**good, "timer": "sundial"},
+                {**good, "extra": 1}, [1, 2]):
+        with pytest.raises(InputFileError):
+            Probe.from_dict(bad)
+
+
+def steady(gemm: float = 100.0, bw: float = 20.0, spread: float = 1.02) -> Probe:
+    return Probe(gemm_gflops=gemm, bandwidth_gbs=bw, gemm_spread=spread, bandwidth_spread=spread, repeats=50)
+
+
+def fake_fit(ds: Dataset, spec, cfg) -> dict:
+    return {"version": 1, "device": spec.to_dict(), "params": {}, "fit": {}, "heldout": {},
+            "band": {"p10_ratio": 0.8, "p50_ratio": 1.0, "p90_ratio": 1.2, "meaning": "held out"}}
+
+
+@pytest.fixture
+def no_measuring(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """host_dataset replaced by a record of its calls (one fake model measured); the fit by a stub."""
+    called: list[str] = []
+
+    def dataset(builders, timer="runner", **k) -> Dataset:
+        called.append(timer)
+        return Dataset(tables=[], table_of=[0], y_ms=[1.0], family=["f"], label=["m"], load_1m={"m": 1.97})
+
+    monkeypatch.setattr(host, "host_dataset", dataset)
+    monkeypatch.setattr(host, "fit_dataset", fake_fit)
+    return called
+
+
+def probes(monkeypatch: pytest.MonkeyPatch, *queue: Probe) -> None:
+    q = list(queue)
+    monkeypatch.setattr(machine, "measure_probe", lambda threads=1, timer="cpu": q.pop(0))
+
+
+def test_calibration_under_load_is_refused_before_measuring(cache: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            no_measuring: list[str], capsys) -> None:
+    from hybridexport.cli import main
+
+    monkeypatch.setattr("os.getloadavg", lambda: (3.4, 3.0, 2.5))
+    probes(monkeypatch, steady(), steady())
+    with pytest.raises(MachineBusyError, match=r"before measuring: 1-minute load average 3\.40 ≥ \d+ cores"):
+        host.calibrate_host()
+    assert no_measuring == []  # refused before the long measurement
+    probes(monkeypatch, steady())
+    assert main(["calibrate", "--device", "host", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "calibration refused" in err and "--allow-load" in err and no_measuring == []
+    assert main(["calibrate", "--device", "iphone13", "--dry-run", "--allow-load"]) == 2  # phones: not measured here
+    assert "--allow-load is for host calibrations" in capsys.readouterr().err
+
+
+def test_noisy_probe_or_drift_is_refused(cache: Path, monkeypatch: pytest.MonkeyPatch,
+                                         no_measuring: list[str]) -> None:
+    monkeypatch.setattr("os.getloadavg", lambda: (0.1, 0.1, 0.1))
+    probes(monkeypatch, steady(spread=1.3))
+    with pytest.raises(MachineBusyError, match=r"probe spread ±30%"):
+        host.calibrate_host()
+    assert no_measuring == []
+    probes(monkeypatch, steady(), steady(gemm=80.0))
+    with pytest.raises(MachineBusyError, match=r"after measuring.*differ by 20%"):
+        host.calibrate_host()
+    assert no_measuring == ["cpu"]
+    probes(monkeypatch, steady(), steady(gemm=97.0))  # within 10 %: fitted, no conditions, band as fitted
+    lm = host.calibrate_host()
+    m = lm["provenance"]["machine"]
+    assert m["conditions"] == [] and lm["band"]["p90_ratio"] == 1.2 and "widened_by" not in lm["band"]
+    assert Probe.from_dict(m["probe_after"]).gemm_gflops == 97.0 and Fingerprint.from_dict(m["fingerprint"])
+    assert m["cpu"]["model"]  # the earlier facts stay
+
+
+def test_allow_load_records_the_conditions_and_widens_the_band(cache: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               no_measuring: list[str], capsys) -> None:
+    from hybridexport.cli import main
+
+    monkeypatch.setattr("os.getloadavg", lambda: (3.4, 3.0, 2.5))
+    probes(monkeypatch, steady(), steady(gemm=80.0))
+    assert main(["calibrate", "--device", "host", "--dry-run", "--json", "--allow-load"]) == 0
+    lm = json.loads(capsys.readouterr().out)
+    m = lm["provenance"]["machine"]
+    assert m["allow_load"] is True and len(m["conditions"]) == 2
+    assert "load average 3.40" in m["conditions"][0] and "differ by 20%" in m["conditions"][1]
+    assert m["fingerprint"]["load_1m"] == 3.4 and m["load_1m_per_model"] == {"m": 1.97}
+    assert Probe.from_dict(m["probe_before"]).gemm_gflops == 100.0
+    band = lm["band"]
+    assert band["widened_by"] == pytest.approx(1.2)
+    assert band["p10_ratio"] == pytest.approx(0.8 / 1.2) and band["p90_ratio"] == pytest.approx(1.2 * 1.2)
+    assert no_measuring == ["cpu"]
