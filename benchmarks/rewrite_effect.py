@@ -66,39 +66,37 @@ def realistic_batchnorm(model, seed: int = 0):
 
 
 # ------------------------------------------------------------------ export + counts
-def export_onnx(module, example, path: Path) -> dict[str, Any]:
-    from hybridexport.export.base import format_module
-
+def _export(fmt: str, module, example, path: Path, precision: str = "fp32"):
+    from hybridexport.export import formats
     from hybridexport.export.options import ExportOptions
 
-    built = format_module("onnx").build(module, example, path, ExportOptions(precision="fp32"))
-    return {"ops": built.ops, "rank5": built.rank5_tensors, "seconds": round(built.converter_seconds, 1)}
+    return formats.get(fmt).convert(module, (example,), path, ExportOptions(precision=precision))
+
+
+def export_onnx(module, example, path: Path) -> dict[str, Any]:
+    built = _export("onnx", module, example, path)
+    return {"ops": built.table.histogram(), "rank5": built.table.rank5_tensors(),
+            "seconds": round(built.converter_seconds, 1)}
 
 
 def export_tflite(module, example, path: Path) -> dict[str, Any]:
-    from hybridexport.export.base import format_module
-
-    from hybridexport.export.options import ExportOptions
-
-    built = format_module("tflite").build(module, example, path, ExportOptions(precision="fp32"))
-    return {"ops": built.ops, "rank5": built.rank5_tensors, "seconds": round(built.converter_seconds, 1)}
+    built = _export("tflite", module, example, path)
+    return {"ops": built.table.histogram(), "rank5": built.table.rank5_tensors(),
+            "seconds": round(built.converter_seconds, 1)}
 
 
 def coreml_program(module, example) -> tuple[Any, dict[str, Any]]:
-    """In-memory ML Program (FP16, iOS15, traced: module paths in op scopes) and its op counts."""
-    from hybridexport.analyze.ane_rules import convert_for_ane, iter_ops
+    """The saved ML Program (FP16, the Core ML format's defaults), its op table's module map, and op counts."""
+    from hybridexport.export.formats.coreml import load_program
 
     t0 = time.perf_counter()
-    ml = convert_for_ane(module, example)
-    ops: dict[str, int] = {}
-    rank5 = 0
-    for op in iter_ops(ml._mil_program):
-        if op.op_type == "const":
-            continue
-        ops[op.op_type] = ops.get(op.op_type, 0) + 1
-        if any(len(v.shape) >= 5 for v in op.outputs if hasattr(v, "shape") and v.shape is not None):
-            rank5 += 1
-    return ml, {"ops": ops, "rank5": rank5, "seconds": round(time.perf_counter() - t0, 1)}
+    with tempfile.TemporaryDirectory(prefix="hx-effect-") as tmp:
+        path = Path(tmp) / "m.mlpackage"
+        built = _export("coreml", module, example, path, precision="fp16")
+        program = load_program(path)
+    ops = {k: v for k, v in built.table.histogram().items() if k != "const"}
+    return (program, built.table), {"ops": ops, "rank5": built.table.rank5_tensors(),
+                                    "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def attention_heads(module) -> tuple[set[str], set[int]]:
@@ -114,13 +112,14 @@ def attention_heads(module) -> tuple[set[str], set[int]]:
 
 def head_permutes(ml, attn_paths: set[str], heads: set[int]) -> int:
     """Transposes inside attention modules that move an axis whose size is a head count (rank ≥ 4)."""
-    from hybridexport.analyze.ane_rules import iter_ops, module_path
+    from hybridexport.analyze.ane_rules import iter_ops
 
+    program, table = ml
     count = 0
-    for op in iter_ops(ml._mil_program):
+    for op in iter_ops(program):
         if op.op_type != "transpose":
             continue
-        mod = module_path(op) or ""
+        mod = table.module_of(op.outputs[0].name)
         if not any(mod == p or mod.startswith(p + ".") for p in attn_paths):
             continue
         shape = tuple(op.x.shape)
@@ -215,7 +214,7 @@ def measure(name: str, formats: tuple[str, ...], rounds: int, threads: int, work
                     ml, info = coreml_program(mod, x)
                     attn, heads = attention_heads(loaded.module)
                     info["head_permutes"] = head_permutes(ml, attention_heads(mod)[0] | attn, heads)
-                    info["ane"] = summarize(ane_report(ml))
+                    info["ane"] = summarize(ane_report(ml[0], ml[1].module_of))
                 else:
                     path = workdir / f"{name.replace(':', '_')}.{tag}.{fmt}"
                     info = (export_onnx if fmt == "onnx" else export_tflite)(mod, x, path)
@@ -230,7 +229,7 @@ def measure(name: str, formats: tuple[str, ...], rounds: int, threads: int, work
                 ml, info = coreml_program(ane_mod, x)
                 attn, heads = attention_heads(loaded.module)
                 info["head_permutes"] = head_permutes(ml, attention_heads(ane_mod)[0] | attn, heads)
-                info["ane"] = summarize(ane_report(ml))
+                info["ane"] = summarize(ane_report(ml[0], ml[1].module_of))
                 info["passes"] = ane_rep.applied()
             except Exception as exc:  # noqa: BLE001
                 info = {"error": f"{type(exc).__name__}: {exc}"}
