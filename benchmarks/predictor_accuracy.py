@@ -223,18 +223,25 @@ def _interleaved_ratio(a_path: str, b_path: str, runs: int) -> tuple[float, floa
     return e.ratio, e.lo, e.hi
 
 
-def _pair_report(rows: list[tuple[str, float, float]], label: str) -> None:
-    """rows: (pair, predicted ratio, measured/published ratio)."""
+def _pair_report(rows: list[tuple[str, float, float]], label: str,
+                 intervals: list[tuple[float, float]] | None = None) -> None:
+    """rows: (pair, predicted ratio, measured/published ratio); a measured pair with an interval that
+    contains 1 does not count as differing (its sign is unknown), and errors are over clear pairs."""
     if not rows:
         print(f"  {label}: no pairs")
         return
-    err = [abs(p / m - 1) for _, p, m in rows]
-    differ = [(n, p, m) for n, p, m in rows if abs(m - 1) > 0.05]
+    if intervals is None:
+        kept = rows
+    else:  # a clear change (interval off 1), or a clear absence of one (a narrow interval around 1)
+        kept = [r for r, (lo, hi) in zip(rows, intervals, strict=True) if lo > 1 or hi < 1 or hi - lo < 0.1]
+    err = [abs(p / m - 1) for _, p, m in kept]
+    differ = [(n, p, m) for n, p, m in kept if abs(m - 1) > 0.05]
     right = sum(1 for _, p, m in differ if (p > 1) == (m > 1))
-    print(f"  {label}: {len(rows)} pairs; sign right {right}/{len(differ)} of those differing > 5 %"
-          f" ({right / len(differ):.0%})" if differ else f"  {label}: {len(rows)} pairs, none differing > 5 %")
-    print(f"    median |predicted/measured − 1| {statistics.median(err):.1%}, mean {statistics.mean(err):.1%}")
-    for n, p, m in sorted(rows, key=lambda r: -abs(r[1] / r[2] - 1))[:5]:
+    print(f"  {label}: {len(rows)} pairs, {len(kept)} measured clearly enough; sign right {right}/{len(differ)} of "
+          f"those differing > 5 %" + (f" ({right / len(differ):.0%})" if differ else ""))
+    if err:
+        print(f"    median |predicted/observed − 1| {statistics.median(err):.1%}, mean {statistics.mean(err):.1%}")
+    for n, p, m in sorted(kept, key=lambda r: -abs(r[1] / r[2] - 1))[:5]:
         print(f"    worst: {n:58s} predicted ×{p:.3f}  observed ×{m:.3f}")
 
 
@@ -251,6 +258,7 @@ def pairs_section(models: list[str], chains: list[tuple[str, ...]], runs: int = 
         return predict_ops(OpTable.load(op_table_path(Path(man.path))).ops, lm, "host").total_ms
 
     rows: list[tuple[str, float, float]] = []
+    cis: list[tuple[float, float]] = []
     with tempfile.TemporaryDirectory(prefix="hx-pairs-") as tmp:
         built: dict[tuple[str, bool], object] = {}
 
@@ -272,6 +280,7 @@ def pairs_section(models: list[str], chains: list[tuple[str, ...]], runs: int = 
                 continue  # no pass changed the graph: not a pair
             r, lo, hi = _interleaved_ratio(a.path, b.path, runs)
             rows.append((f"{name}: rewrite on/off", predicted_ms(b) / predicted_ms(a), r))
+            cis.append((lo, hi))
             print(f"    {name:34s} rewrite on/off: predicted ×{rows[-1][1]:.3f}  measured ×{r:.3f} "
                   f"[{lo:.3f}, {hi:.3f}]", flush=True)
         for chain in chains:
@@ -283,10 +292,11 @@ def pairs_section(models: list[str], chains: list[tuple[str, ...]], runs: int = 
                     continue
                 r, lo, hi = _interleaved_ratio(a.path, b.path, runs)
                 rows.append((f"{x} → {y}", predicted_ms(b) / predicted_ms(a), r))
+                cis.append((lo, hi))
                 print(f"    {x + ' → ' + y:48s} predicted ×{rows[-1][1]:.3f}  measured ×{r:.3f} "
                       f"[{lo:.3f}, {hi:.3f}]", flush=True)
         print(f"  host pairs measured in {time.perf_counter() - t0:.0f} s")
-    _pair_report(rows, "host (ONNX Runtime, 1 thread)")
+    _pair_report(rows, "host (ONNX Runtime, 1 thread)", cis)
 
     obs = load_device("iphone13").raw["latency_model"]["observations"]
     phone: list[tuple[str, float, float]] = []
