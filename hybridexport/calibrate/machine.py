@@ -10,7 +10,12 @@ Rules:
 * :func:`probe` measures this machine's own roofline with ONNX Runtime at the calibration's settings
   (``threads`` intra-op threads, sequential, ORT_ENABLE_ALL; thread CPU time like ``calibrate
   --timer cpu``, or wall time): fp32 GEMM throughput (a 512³ MatMul, GFLOP/s) and memory bandwidth
-  (an Add over 32 MB in, 32 MB out, GB/s), each the median of its repeats, with the spread p90/p10.
+  (an Add over 128 MB in, 128 MB out: four times a 32 MB L3, GB/s), each the median of its repeats.
+  Inputs and outputs are bound to buffers allocated once (IOBinding), so no repeat pays page faults for
+  a fresh output. Its *spread* is the distribution-free 95 % confidence interval of that median (the
+  order statistics around it, hi/lo): how far the figure itself can be off, which shrinks with more
+  repeats, not the p90/p10 of single repeats (memory bandwidth in a VM varies ±20-40 % repeat to repeat
+  on an idle machine).
   It takes about a second; it is cached per boot (boot id + fingerprint + threads + timer) under
   ``$HYBRIDEXPORT_CACHE`` (default ``~/.cache/hybridexport``)/machine, written atomically, with its
   spread (a caller judges it against :data:`MAX_SPREAD`); a corrupt cache file is measured again.
@@ -35,9 +40,10 @@ from hybridexport.errors import InputFileError
 SPEED_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
                "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8", "asimd", "asimdhp",
                "asimddp", "sve", "sve2", "i8mm", "bf16")
-MAX_SPREAD = 1.15  # p90/p10 of a probe's repeats beyond which the machine is too noisy to calibrate on
+MAX_SPREAD = 1.10  # hi/lo of the 95 % CI of a probe's median beyond which the machine is too noisy to calibrate on
+MEDIAN_Z = 1.96
 GEMM_N = 512
-COPY_ELEMS = 8 * 2**20  # 32 MB of fp32 read, 32 MB written
+COPY_ELEMS = 32 * 2**20  # 128 MB of fp32 read, 128 MB written
 CPUINFO = Path("/proc/cpuinfo")
 CACHE_SYSFS = Path("/sys/devices/system/cpu/cpu0/cache")
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
@@ -154,7 +160,7 @@ class Probe:
 
     gemm_gflops: float
     bandwidth_gbs: float
-    gemm_spread: float  # p90/p10 of the repeats (≥ 1)
+    gemm_spread: float  # hi/lo of the 95 % confidence interval of the median (≥ 1)
     bandwidth_spread: float
     threads: int = 1
     timer: str = "cpu"  # "cpu": thread CPU time; "wall": perf_counter
@@ -190,8 +196,13 @@ class Probe:
 
 
 def _ratio_spread(xs: list[float]) -> float:
-    q = statistics.quantiles(xs, n=10, method="inclusive") if len(xs) > 1 else [xs[0]] * 9
-    return q[8] / q[0] if q[0] > 0 else math.inf
+    """hi/lo of the distribution-free confidence interval of the median of ``xs`` (order statistics
+    n/2 ∓ z·√n/2)."""
+    x = sorted(xs)
+    n = len(x)
+    half = MEDIAN_Z * math.sqrt(n) / 2
+    lo, hi = x[max(0, math.floor(n / 2 - half))], x[min(n - 1, math.ceil(n / 2 + half) - 1)]
+    return hi / lo if lo > 0 else math.inf
 
 
 def _models() -> tuple[bytes, bytes]:
@@ -217,8 +228,8 @@ def _models() -> tuple[bytes, bytes]:
     return gemm, copy
 
 
-def measure_probe(threads: int = 1, timer: str = "cpu", gemm_repeats: int = 25, copy_repeats: int = 25) -> Probe:
-    """Measure now (no cache): GEMM GFLOP/s and copy GB/s, the median of the repeats, spreads p90/p10."""
+def measure_probe(threads: int = 1, timer: str = "cpu", gemm_repeats: int = 41, copy_repeats: int = 101) -> Probe:
+    """Measure now (no cache): GEMM GFLOP/s and copy GB/s, the median of the repeats, each with its spread (95 % CI hi/lo)."""
     import numpy as np
     import onnxruntime as ort
 
@@ -238,14 +249,17 @@ def measure_probe(threads: int = 1, timer: str = "cpu", gemm_repeats: int = 25, 
 
     def times(blob: bytes, x: np.ndarray, repeats: int, warmup: int = 3) -> list[float]:
         sess = ort.InferenceSession(blob, so, providers=["CPUExecutionProvider"])
-        feed = {"x": x}
+        y = np.empty(tuple(sess.get_outputs()[0].shape), np.float32)
+        bind = sess.io_binding()  # buffers allocated once: no repeat pays page faults for a new output
+        bind.bind_input("x", "cpu", 0, np.float32, x.shape, x.ctypes.data)
+        bind.bind_output("y", "cpu", 0, np.float32, y.shape, y.ctypes.data)
         for _ in range(warmup):
-            sess.run(None, feed)
+            sess.run_with_iobinding(bind)
         out = []
         for _ in range(repeats):
             w0, c0 = time.perf_counter_ns(), time.thread_time_ns()
             t0 = clock()
-            sess.run(None, feed)
+            sess.run_with_iobinding(bind)
             t = clock() - t0
             cpu = time.thread_time_ns() - c0
             ratios.append((time.perf_counter_ns() - w0) / cpu if cpu > 0 else 1.0)
@@ -306,12 +320,12 @@ CALIBRATE = "hybridexport calibrate --device host"
 
 
 def refusals_before(fp: Fingerprint, before: Probe) -> list[str]:
-    """Why the machine is too busy to start calibrating (load average ≥ cores − 0.5, probe spread > 15 %)."""
+    """Why the machine is too busy to start calibrating (load average ≥ cores − 0.5, the probe's median uncertain by > 10 %)."""
     out = []
     if fp.load_1m >= fp.logical_cores - 0.5:
         out.append(f"1-minute load average {fp.load_1m:.2f} ≥ {fp.logical_cores} cores − 0.5")
     if before.spread > MAX_SPREAD:
-        out.append(f"probe spread ±{(before.spread - 1) * 100:.0f}% (p90/p10) > {(MAX_SPREAD - 1) * 100:.0f}%")
+        out.append(f"probe median uncertain by {(before.spread - 1) * 100:.0f}% (95% CI hi/lo) > {(MAX_SPREAD - 1) * 100:.0f}%")
     return out
 
 
@@ -324,7 +338,8 @@ def refusals_after(before: Probe, after: Probe) -> list[str]:
     """Why the measurements are not of one steady machine (spread after, probes before/after > 10 % apart)."""
     out = []
     if after.spread > MAX_SPREAD:
-        out.append(f"probe spread after ±{(after.spread - 1) * 100:.0f}% > {(MAX_SPREAD - 1) * 100:.0f}%")
+        out.append(f"probe median after uncertain by {(after.spread - 1) * 100:.0f}% (95% CI hi/lo) > "
+                   f"{(MAX_SPREAD - 1) * 100:.0f}%")
     d = drift(before, after)
     if d > MAX_DRIFT:
         out.append(f"probes before/after differ by {d * 100:.0f}% (> {MAX_DRIFT * 100:.0f}%: GEMM "
@@ -415,7 +430,7 @@ def adapt_to_this_machine(lm: dict[str, Any], device: str = "host") -> tuple[dic
     info["mismatch"] = diffs = mismatch(cal_fp, here_fp) if cal_fp else ["no fingerprint recorded"]
     scaled = (f"the host latency model's peaks rescaled by probe to {now} vs {cal.gemm_gflops:.0f} GFLOP/s, "
               f"{cal.bandwidth_gbs:.1f} GB/s at calibration (compute x{g:.2f}, memory x{b:.2f})")
-    noisy = (f"; this probe's spread is ±{(here.spread - 1) * 100:.0f}% (busy machine)" if here.spread > MAX_SPREAD
+    noisy = (f"; this probe's median is uncertain by {(here.spread - 1) * 100:.0f}% (busy machine)" if here.spread > MAX_SPREAD
              else "")
     if diffs:
         note = (f"{scaled}, but this machine differs beyond what the probe corrects ({'; '.join(diffs)}): {fix}"

@@ -136,7 +136,7 @@ def test_noisy_probe_or_drift_is_refused(cache: Path, monkeypatch: pytest.Monkey
                                          no_measuring: list[str]) -> None:
     monkeypatch.setattr("os.getloadavg", lambda: (0.1, 0.1, 0.1))
     probes(monkeypatch, steady(spread=1.3))
-    with pytest.raises(MachineBusyError, match=r"probe spread ±30%"):
+    with pytest.raises(MachineBusyError, match=r"probe median uncertain by 30%"):
         host.calibrate_host()
     assert no_measuring == []
     probes(monkeypatch, steady(), steady(gemm=80.0))
