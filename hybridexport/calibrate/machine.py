@@ -315,6 +315,8 @@ def probe(threads: int = 1, timer: str = "cpu", fresh: bool = False) -> Probe:
 
 # --- calibration: refuse to fit on a busy or unsteady machine ---------------------------------------------
 
+#: latency-model parameters that are seconds of the runtime's own work (they scale with the core's speed)
+TIME_PARAMS = frozenset({"dispatch", "switch", "reorder", "overhead"})
 MAX_DRIFT = 0.10  # probes before and after a calibration may differ by this much
 CALIBRATE = "hybridexport calibrate --device host"
 
@@ -397,20 +399,25 @@ def _calibration_record(lm: dict[str, Any]) -> tuple[Fingerprint | None, Probe |
     return fp, mean, ""
 
 
-def adapt_to_this_machine(lm: dict[str, Any], device: str = "host") -> tuple[dict[str, Any], dict[str, Any], str]:
+def adapt_to_this_machine(lm: dict[str, Any], device: str = "host", fresh: bool = False
+                          ) -> tuple[dict[str, Any], dict[str, Any], str]:
     """A host latency model rescaled to this machine, what was compared, and one note line.
 
     With a calibration probe: ``peak_macs`` and ``fallback_macs`` scale by this machine's GEMM throughput over
-    the calibration's, ``bandwidth`` by the bandwidth ratio (the fitted efficiencies, dispatch and overhead
-    stay). Without one, or when the fingerprint differs beyond what a probe corrects (CPU, flags, arch,
-    onnxruntime), the note says so and names the recalibration."""
+    the calibration's, ``bandwidth`` by the bandwidth ratio, and the parameters that are CPU time per op or per
+    inference (:data:`TIME_PARAMS`: dispatch, switch, reorder, overhead) by the inverse GEMM ratio (a core that
+    runs a GEMM at half the speed runs the runtime's own code at half the speed); the fitted efficiencies stay.
+    This machine is probed on the wall clock whatever the calibration's timer: a prediction is of what
+    ``bench`` measures, wall time, and a calibration is refused unless its machine was quiet (wall ≈ CPU time),
+    so a core shared with another process shows as a slower machine. Without a calibration probe, or when the
+    fingerprint differs beyond what a probe corrects (CPU, flags, arch, onnxruntime), the note says so and
+    names the recalibration. ``fresh`` measures now instead of taking this boot's cached probe."""
     prov = lm.get("provenance") or {}
-    timer = "wall" if prov.get("timer") == "runner" else "cpu"
     cal_fp, cal, why = _calibration_record(lm)
     threads = cal.threads if cal else 1
     here_fp = fingerprint(threads)
     t0 = time.perf_counter()
-    here = probe(threads, timer)
+    here = probe(threads, "wall", fresh=fresh)
     took = time.perf_counter() - t0
     info: dict[str, Any] = {"probe": here.to_dict(), "probe_s": round(took, 3), "fingerprint": here_fp.to_dict(),
                             "calibration_probe": cal.to_dict() if cal else None}
@@ -426,6 +433,7 @@ def adapt_to_this_machine(lm: dict[str, Any], device: str = "host") -> tuple[dic
     dev["peak_macs"] = float(dev["peak_macs"]) * g
     dev["fallback_macs"] = float(dev["fallback_macs"]) * g
     dev["bandwidth"] = float(dev["bandwidth"]) * b
+    params = {k: (float(v) / g if k in TIME_PARAMS else v) for k, v in lm["params"].items()}
     info["ratios"] = {"gemm": g, "bandwidth": b}
     info["mismatch"] = diffs = mismatch(cal_fp, here_fp) if cal_fp else ["no fingerprint recorded"]
     scaled = (f"the host latency model's peaks rescaled by probe to {now} vs {cal.gemm_gflops:.0f} GFLOP/s, "
@@ -437,4 +445,4 @@ def adapt_to_this_machine(lm: dict[str, Any], device: str = "host") -> tuple[dic
                 f"{noisy}")
     else:
         note = scaled + noisy
-    return {**lm, "device": dev}, info, note
+    return {**lm, "device": dev, "params": params}, info, note

@@ -17,6 +17,8 @@ from hybridexport.bench.runners import BenchRequest, get_runner
 from hybridexport.calibrate import machine
 from hybridexport.calibrate.machine import Probe
 from hybridexport.export.api import convert
+from hybridexport.latency.predictor import predict_ops
+from hybridexport.optable import OpTable, op_table_path
 
 from models import loaded
 
@@ -65,7 +67,7 @@ def gemm_row(prof):
 
 
 def test_calibration_probe_at_half_this_gemm_speed_halves_the_gemm_time(onnx_tokens, cache: Path) -> None:
-    here = machine.probe()  # measured now, cached for the runner's call
+    here = machine.probe(timer="wall")  # measured now, cached for the runner's call (wall clock: what bench times)
     fp = machine.fingerprint().to_dict()
     same = host_with({"fingerprint": fp, "probe_before": here.to_dict(), "probe_after": here.to_dict()})
     half = Probe(**{**here.to_dict(), "gemm_gflops": here.gemm_gflops / 2})
@@ -76,30 +78,53 @@ def test_calibration_probe_at_half_this_gemm_speed_halves_the_gemm_time(onnx_tok
     assert g1.ms.median / g0.ms.median == pytest.approx(0.5, rel=0.01)  # compute-bound: half the time
     mem0 = [r.ms.median for r in base.layers if r.op_type in ("Transpose", "transpose")]
     mem1 = [r.ms.median for r in faster.layers if r.op_type in ("Transpose", "transpose")]
-    assert mem0 and mem1 == pytest.approx(mem0, rel=1e-9)  # bandwidth ratio 1: memory-bound ops unchanged
+    dispatch = load_device("host").raw["latency_model"]["params"]["dispatch"] * 1000
+    # bandwidth ratio 1: a memory-bound op changes by its dispatch only, which halves with the core's speed
+    assert mem0 and mem1 == pytest.approx([m - dispatch / 2 for m in mem0], rel=1e-6)
     ex = faster.extra["machine"]
     assert ex["ratios"]["gemm"] == pytest.approx(2.0) and ex["ratios"]["bandwidth"] == pytest.approx(1.0)
     assert ex["mismatch"] == [] and ex["probe"] == here.to_dict()
     assert Probe.from_dict(ex["calibration_probe"]).gemm_gflops == pytest.approx(half.gemm_gflops)
     [note] = [n for n in faster.notes if "rescaled" in n]
     assert "compute x2.00, memory x1.00" in note and "calibrate --device host" not in note
-    assert load_device("host").raw["latency_model"]["device"]["peak_macs"] == 40e9  # the profile is untouched
+    assert load_device("host").raw == host_with({}).raw  # the profile is untouched
     json.dumps(faster.to_dict())  # the record serialises with the Profile
 
 
+def test_half_the_speed_everywhere_halves_every_row(onnx_tokens, cache: Path) -> None:
+    here = machine.probe(timer="wall")
+    fp = machine.fingerprint().to_dict()
+    same = host_with({"fingerprint": fp, "probe_before": here.to_dict(), "probe_after": here.to_dict()})
+    half = Probe(**{**here.to_dict(), "gemm_gflops": here.gemm_gflops / 2, "bandwidth_gbs": here.bandwidth_gbs / 2})
+    slow = host_with({"fingerprint": fp, "probe_before": half.to_dict(), "probe_after": half.to_dict()})
+    base, faster = predict(same, onnx_tokens), predict(slow, onnx_tokens)
+    assert [r.ms.median for r in faster.layers] == pytest.approx([r.ms.median / 2 for r in base.layers], rel=1e-6)
+    assert faster.total_ms.median == pytest.approx(base.total_ms.median / 2, rel=1e-6)  # the per-inference overhead too
+
+
+def without_probe():
+    """The committed host profile with its calibration's machine record (probe, fingerprint) removed."""
+    dev = load_device("host")
+    raw = copy.deepcopy(dev.raw)
+    raw["latency_model"]["provenance"]["machine"] = {"cpu": {"model": "AMD EPYC"}}
+    return dataclasses.replace(dev, raw=raw)
+
+
 def test_fingerprint_mismatch_and_missing_probe_say_to_recalibrate(onnx_tokens, cache: Path) -> None:
-    here = machine.probe()
+    here = machine.probe(timer="wall")
     fp = machine.fingerprint().to_dict()
     other = {**fp, "onnxruntime": "1.0.0", "flags": [f for f in fp["flags"] if f != "avx2"]}
     prof = predict(host_with({"fingerprint": other, "probe_before": here.to_dict()}), onnx_tokens)
     [note] = [n for n in prof.notes if "calibrate --device host" in n]
     assert "beyond what the probe corrects" in note and "onnxruntime 1.0.0 →" in note and "min" in note
     assert len(prof.extra["machine"]["mismatch"]) == 2
-    committed = predict(load_device("host"), onnx_tokens)  # profiles/host.json: no probe recorded
+    committed = predict(without_probe(), onnx_tokens)
     [note] = [n for n in committed.notes if "calibrate --device host" in n]
     assert "records no speed probe" in note and f"{here.gemm_gflops:.0f} GFLOP/s" in note
     assert committed.extra["machine"]["calibration_probe"] is None
-    assert gemm_row(committed).ms.median == pytest.approx(gemm_row(predict(host_with(None), onnx_tokens)).ms.median)
+    unscaled = predict_ops(OpTable.load(op_table_path(Path(onnx_tokens.path))).ops, without_probe().raw["latency_model"],
+                           "host")
+    assert committed.total_ms.median == pytest.approx(unscaled.total_ms, rel=1e-9)  # predicted as calibrated
 
 
 def test_phone_predictions_take_no_probe(onnx_tokens, monkeypatch: pytest.MonkeyPatch) -> None:
