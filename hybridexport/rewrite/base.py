@@ -1,8 +1,9 @@
 """What a rewrite pass is, and the registry that names them.
 
 A pass is a small class registered by name (the coremltools graph-pass pattern): its docstring shows the
-pattern before and after; ``apply`` rewrites a private copy of the model in place and says what it
-changed. Matching and replacing are the pass's job; verifying and reporting are the pipeline's
+pattern before and after; ``precheck`` says from module types alone (no copy, no trace) when it cannot
+apply; ``apply`` rewrites a private copy of the model in place and says what it changed. Matching and
+replacing are the pass's job; verifying and reporting are the pipeline's
 (``hybridexport.rewrite.pipeline``), so that no pass can skip them.
 """
 
@@ -17,6 +18,8 @@ from hybridexport.errors import HybridExportError
 if TYPE_CHECKING:
     import torch
     from torch import nn
+
+    from hybridexport.rewrite._graph import GraphCache
 
 
 class UnknownPassError(HybridExportError):
@@ -38,12 +41,20 @@ class PassOutcome:
 
 
 class RewritePass:
-    """Base class: subclasses set ``name``/``summary`` and implement ``apply``."""
+    """Base class: subclasses set ``name``/``summary``, implement ``apply`` and may refine ``precheck``."""
 
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     #: opt-in passes run only when asked for by name (or by a target default).
     opt_in: ClassVar[bool] = False
+    #: graphs of the model ``apply`` is given, shared between passes (set by the pipeline; None when the
+    #: pass is applied on its own, then a pass that needs a graph makes its own)
+    graphs: GraphCache | None = None
+
+    def precheck(self, model: nn.Module) -> str:
+        """Why the pass cannot apply to ``model``, decided cheaply (module types, no trace, no copy), or ""
+        when it may apply. It must never say "cannot" for a model ``apply`` would change."""
+        return ""
 
     def apply(self, model: nn.Module, example: torch.Tensor) -> PassOutcome:  # pragma: no cover - abstract
         """Rewrite ``model`` in place (the pipeline hands over a private copy) and say what changed."""

@@ -9,9 +9,8 @@ from torch import fx, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from hybridexport.rewrite._graph import (
+    GraphCache,
     TracedModel,
-    export_graph,
-    op_kind,
     real_users,
     set_submodule,
     tensor_input,
@@ -113,7 +112,7 @@ def find_pairs_in_graph(model: nn.Module, traced: TracedModel) -> tuple[list[tup
     kept: list[str] = []
     seen: set[str] = set()
     for node in traced.graph.nodes:
-        if node not in traced.owner or op_kind(node) != "batch_norm":
+        if node not in traced.owner or traced.kind(node) != "batch_norm":
             continue
         bn_path = traced.owner[node]
         bn = _get(model, bn_path)
@@ -124,20 +123,20 @@ def find_pairs_in_graph(model: nn.Module, traced: TracedModel) -> tuple[list[tup
             continue
         seen.add(bn_path)
         prev = tensor_input(node)
-        if prev is not None and prev in traced.owner and op_kind(prev) in ("conv", "linear"):
+        if prev is not None and prev in traced.owner and traced.kind(prev) in ("conv", "linear"):
             layer_path = traced.owner[prev]
             layer = _get(model, layer_path)
             if (
                 layer is not None
                 and _is_plain_layer(layer)
-                and traced.calls[(layer_path, op_kind(prev))] == 1
+                and traced.calls[(layer_path, traced.kind(prev))] == 1
                 and len(real_users(prev)) == 1
                 and (isinstance(layer, _CONVS) or tensor_rank(prev) == 2)
             ):
                 pairs.append(("pre", layer_path, bn_path))
                 continue
         users = real_users(node)
-        if len(users) == 1 and users[0] in traced.owner and op_kind(users[0]) in ("conv", "linear"):
+        if len(users) == 1 and users[0] in traced.owner and traced.kind(users[0]) in ("conv", "linear"):
             nxt = users[0]
             layer_path = traced.owner[nxt]
             layer = _get(model, layer_path)
@@ -145,7 +144,7 @@ def find_pairs_in_graph(model: nn.Module, traced: TracedModel) -> tuple[list[tup
                 layer is not None
                 and _is_plain_layer(layer)
                 and _input_is(nxt, node)
-                and traced.calls[(layer_path, op_kind(nxt))] == 1
+                and traced.calls[(layer_path, traced.kind(nxt))] == 1
                 and (isinstance(layer, nn.Linear) and tensor_rank(nxt) == 2 or _unpadded_conv(layer))
             ):
                 pairs.append(("post", layer_path, bn_path))
@@ -194,27 +193,41 @@ class FuseBatchNorm(RewritePass):
 
     A BatchNorm whose input is not a single-use conv/linear output is folded forward into the layer it
     feeds when that is exact (a linear layer, or a convolution without padding: iFormer's BN1d → Linear
-    head). timm's ``BatchNormAct2d`` keeps its activation. Pairs are found on the ``torch.export``
-    graph (data flow, single use, one call per module), not by module names; models that cannot be
-    exported fall back to conv/BN neighbours inside ``nn.Sequential``. Any other BatchNorm stays as it
-    is (an eval BatchNorm is already a per-channel affine in every runtime) and the report names it.
+    head). timm's ``BatchNormAct2d`` keeps its activation. Pairs are found on a graph of the model (data
+    flow, single use, one call per module), not by module names: the ``torch.fx`` symbolic trace, else
+    (code fx cannot trace) the ``torch.export`` graph, else conv/BN neighbours inside ``nn.Sequential``.
+    Any other BatchNorm stays as it is (an eval BatchNorm is already a per-channel affine in every
+    runtime) and the report names it.
     """
 
     name = "fuse-bn"
     summary = "fold BatchNorm into the neighbouring conv/linear"
 
+    def precheck(self, model: nn.Module) -> str:
+        bns = [m for m in model.modules() if isinstance(m, _BatchNorm)]
+        if not bns:
+            return "no BatchNorm in the model"
+        if not any(_foldable_bn(m) for m in bns):
+            return f"no eval-mode BatchNorm with running statistics ({len(bns)} BatchNorm)"
+        return ""
+
     def apply(self, model: nn.Module, example: torch.Tensor) -> PassOutcome:
         all_bn = [p for p, m in model.named_modules() if isinstance(m, _BatchNorm)]
         if not all_bn:
             return PassOutcome(0, notes=["no BatchNorm in the model"])
+        graphs = self.graphs or GraphCache(model, example)
         notes: list[str] = []
         try:
-            pairs, kept = find_pairs_in_graph(model, export_graph(model, example))
-        except Exception as exc:  # untraceable model: structural fallback
-            notes.append(f"torch.export failed ({type(exc).__name__}); matched conv/BN neighbours in Sequentials only")
-            pairs = find_pairs_in_sequentials(model)
-            paired = {bn for _, _, bn in pairs}
-            kept = [p for p in all_bn if p not in paired]
+            pairs, kept = find_pairs_in_graph(model, graphs.fx_traced())
+        except Exception as fx_exc:  # code fx cannot trace: the exported graph
+            try:
+                pairs, kept = find_pairs_in_graph(model, graphs.export_traced())
+            except Exception as exc:  # not exportable either: structural fallback
+                notes.append(f"fx tracing failed ({type(fx_exc).__name__}), torch.export failed "
+                             f"({type(exc).__name__}); matched conv/BN neighbours in Sequentials only")
+                pairs = find_pairs_in_sequentials(model)
+                paired = {bn for _, _, bn in pairs}
+                kept = [p for p in all_bn if p not in paired]
         pre: Counter[str] = Counter()
         post: Counter[str] = Counter()
         into_pre: Counter[str] = Counter()

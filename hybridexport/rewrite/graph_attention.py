@@ -35,12 +35,15 @@ from torch import fx, nn
 
 from hybridexport.rewrite._attn_match import Core, NoMatch, Operand, kind, match_core, tensor_arg
 from hybridexport.rewrite._attn_trace import Call, bound_inputs, capture, node_values, trace_module
+from hybridexport.rewrite._code_names import module_mentions
 from hybridexport.rewrite._graph import set_submodule
 from hybridexport.rewrite.base import PassOutcome, RewritePass, register_pass
 from hybridexport.rewrite.verify import FP32_REL_TOL, compare_outputs, flatten_outputs
 
 #: how many levels above the softmax-issuing module a candidate may be
 MAX_LEVELS_UP = 2
+#: what the precheck looks for in the submodules' code (the calls :func:`capture` watches)
+ATTENTION_WORDS = frozenset({"softmax", "scaled_dot_product_attention"})
 
 
 class _Builder:
@@ -317,6 +320,11 @@ class AttentionGraph(RewritePass):
 
     name = "attention-graph"
     summary = "attention found by dataflow (any module): per-head, rank ≤ 4, no head permutes"
+
+    def precheck(self, model: nn.Module) -> str:
+        if any(module_mentions(child, ATTENTION_WORDS) for _, child in model.named_children()):
+            return ""
+        return "no submodule's code calls softmax or scaled_dot_product_attention"
 
     def apply(self, model: nn.Module, example: torch.Tensor) -> PassOutcome:
         cap = capture(model, example, MAX_LEVELS_UP)

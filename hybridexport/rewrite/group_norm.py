@@ -87,6 +87,11 @@ class GroupNormRankFour(RewritePass):
     name = "group-norm-rank4"
     summary = "GroupNorm as rank-3 statistics + per-channel affine (no rank-5 reshape)"
 
+    def precheck(self, model: nn.Module) -> str:
+        if any(isinstance(m, nn.GroupNorm) for path, m in model.named_modules() if path):
+            return ""
+        return "no GroupNorm in the model"
+
     def apply(self, model: nn.Module, example: torch.Tensor) -> PassOutcome:
         known = _known_forwards()
         done: Counter[str] = Counter()

@@ -226,6 +226,9 @@ def _mobilevit_classes() -> tuple[type[nn.Module], ...]:
     return (MobileVitBlock, ConvUnfoldMobileVitBlock)
 
 
+_NONE = "no timm ViT Block / MobileViT transformer to convert"
+
+
 @register_pass
 class LinearToConv(RewritePass):
     """Put transformer blocks in the Neural Engine's channel-first layout (opt-in).
@@ -246,6 +249,14 @@ class LinearToConv(RewritePass):
     name = "linear-to-conv"
     summary = "transformer blocks in (B, C, 1, S) layout: 1×1 convs, channel LayerNorm, einsum attention"
     opt_in = True
+
+    def precheck(self, model: nn.Module) -> str:
+        try:
+            from timm.models.vision_transformer import Block
+        except ImportError:  # pragma: no cover
+            return _NONE
+        wanted = {Block, *_mobilevit_classes()}
+        return "" if any(type(m) in wanted for path, m in model.named_modules() if path) else _NONE
 
     def apply(self, model: nn.Module, example: torch.Tensor) -> PassOutcome:
         done: Counter[str] = Counter()
@@ -269,7 +280,7 @@ class LinearToConv(RewritePass):
                     set_submodule(model, path, TokensChannelFirst(blocks))
                     done["transformer block"] += len(blocks)
         if not done:
-            return PassOutcome(0, notes=notes or ["no timm ViT Block / MobileViT transformer to convert"])
+            return PassOutcome(0, notes=notes or [_NONE])
         return PassOutcome(sum(done.values()), [count_phrase(done, "converted", "to (B, C, 1, S) layout")], notes)
 
 

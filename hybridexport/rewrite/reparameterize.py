@@ -53,6 +53,11 @@ class Reparameterize(RewritePass):
     name = "reparameterize"
     summary = "apply the model's own deploy-time reparameterization"
 
+    def precheck(self, model: nn.Module) -> str:
+        if any(_own_method(m) for path, m in model.named_modules() if path):
+            return ""
+        return "no submodule provides fuse()/reparameterize()/switch_to_deploy()"
+
     def apply(self, model: nn.Module, example: torch.Tensor) -> PassOutcome:
         done: Counter[str] = Counter()
         failed: list[str] = []

@@ -66,6 +66,9 @@ class RewriteReport:
     judge: str = ""
     #: where rank ≥ 5 tensors remain after the passes: "<module path> (<class>): <n>× <op>, ..." per module
     rank5_remaining: list[str] = field(default_factory=list)
+    #: seconds of the final check of the rewritten model against the input model on every verification
+    #: input (and of the pass-by-pass recheck when it failed)
+    final_check_seconds: float = 0.0
 
     def applied(self) -> list[str]:
         """Names of the passes that changed the model and passed verification."""
@@ -85,17 +88,19 @@ class RewriteReport:
             "ops_source": self.ops_source,
             "judge": self.judge,
             "rank5_remaining": list(self.rank5_remaining),
+            "final_check_seconds": self.final_check_seconds,
         }
 
 
-def count_ops(module: nn.Module, example: torch.Tensor | tuple[torch.Tensor, ...]
+def count_ops(module: nn.Module, example: torch.Tensor | tuple[torch.Tensor, ...],
+              program: torch.export.ExportedProgram | None = None
               ) -> tuple[dict[str, Any], int | None, str, list[str]]:
     """Op histogram (``hybridexport.analyze.graph_ops``), rank-5 count and where the rank ≥ 5 tensors are:
-    ``(ops, rank5, source, sites)`` from one ``torch.export``."""
+    ``(ops, rank5, source, sites)`` from one ``torch.export`` (``program``, when already made)."""
     from hybridexport.analyze.ops import count_ops as graph_counts
     from hybridexport.analyze.ops import export_program
 
-    graph = export_program(module, example).graph
+    graph = (program or export_program(module, example)).graph
     ops = dict(graph_counts(graph))
     rank5 = ops.get("rank5_tensors")
     return ops, (int(rank5) if isinstance(rank5, int) else None), "hybridexport.analyze.graph_ops", rank5_sites(graph)
@@ -145,6 +150,7 @@ def render_report(report: RewriteReport, console: Console | None = None, title: 
     table.add_column("applied")
     table.add_column("changes / reason", overflow="fold")
     table.add_column("max abs err", justify="right")
+    table.add_column("seconds", justify="right")
     judged = any(p.latency for p in report.passes)
     if judged:
         table.add_column("latency before → after", justify="right")
@@ -153,7 +159,7 @@ def render_report(report: RewriteReport, console: Console | None = None, title: 
                   else "[magenta]skipped[/]" if p.latency else "[yellow]n/a[/]")
         lines = list(p.changes) if p.applied else [p.reason or "not applied"]
         lines += [f"[dim]{escape(n)}[/]" for n in p.notes]
-        row = [p.name, status, "\n".join(lines) or "–", _fmt_err(p.max_abs_err)]
+        row = [p.name, status, "\n".join(lines) or "–", _fmt_err(p.max_abs_err), f"{p.seconds:.2f}"]
         if judged:
             lat = p.latency
             row.append(f"{lat['before_ms']:.3f} → {lat['after_ms']:.3f} ms ({(lat['ratio'] - 1) * 100:+.1f}%)" if lat
@@ -179,5 +185,6 @@ def render_report(report: RewriteReport, console: Console | None = None, title: 
     if report.final_max_abs_err is not None:
         con.print(
             f"final model vs input model: max abs error {_fmt_err(report.final_max_abs_err)} "
-            f"(output scale {report.output_scale:.3g}); ops counted by {report.ops_source}"
+            f"(output scale {report.output_scale:.3g}, checked in {report.final_check_seconds:.2f} s); "
+            f"ops counted by {report.ops_source}"
         )

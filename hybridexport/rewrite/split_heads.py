@@ -304,6 +304,9 @@ def _matchers() -> list[tuple[str, Callable[[nn.Module], bool], Callable[[nn.Mod
     return found
 
 
+_NONE = "no multi-head attention module of a known kind"
+
+
 @register_pass
 class SplitHeads(RewritePass):
     """Rewrite multi-head attention into per-head attention concatenated on channels.
@@ -326,6 +329,13 @@ class SplitHeads(RewritePass):
     name = "split-heads"
     summary = "per-head attention, concatenated on channels (no rank-5, no head permutes)"
 
+    def precheck(self, model: nn.Module) -> str:
+        matchers = _matchers()
+        for path, mod in model.named_modules():
+            if path and (isinstance(mod, nn.MultiheadAttention) or any(ok(mod) for _, ok, _ in matchers)):
+                return ""
+        return _NONE
+
     def apply(self, model: nn.Module, example: torch.Tensor) -> PassOutcome:
         matchers = _matchers()
         done: Counter[str] = Counter()
@@ -345,7 +355,7 @@ class SplitHeads(RewritePass):
                     skipped.append(f"{path} (bias_k/bias_v or add_zero_attn not supported)")
         notes = [f"left as is: {s}" for s in skipped]
         if not done:
-            notes.insert(0, "no multi-head attention module of a known kind")
+            notes.insert(0, _NONE)
             return PassOutcome(0, notes=notes)
         changes = []
         split = Counter({k: v for k, v in done.items() if k != "iFormer SHMA"})

@@ -132,6 +132,9 @@ class ConvUnfoldMobileVitV2Block(nn.Module):
         return self.conv_proj(x)
 
 
+_NONE = "no MobileViT block (timm MobileVitBlock / MobileVitV2Block)"
+
+
 def _block_classes() -> list[tuple[type[nn.Module], type[nn.Module]]]:
     try:
         from timm.models.mobilevit import MobileVitBlock, MobileVitV2Block
@@ -160,6 +163,12 @@ class UnfoldAsConv(RewritePass):
     name = "unfold-as-conv"
     summary = "MobileViT unfold/fold as identity-kernel convs (no rank-5/6 reshapes, fewer transposes)"
 
+    def precheck(self, model: nn.Module) -> str:
+        classes = {src for src, _ in _block_classes()}
+        if any(type(m) in classes for path, m in model.named_modules() if path):
+            return ""
+        return _NONE
+
     def apply(self, model: nn.Module, example: torch.Tensor) -> PassOutcome:
         classes = _block_classes()
         done: Counter[str] = Counter()
@@ -170,5 +179,5 @@ class UnfoldAsConv(RewritePass):
                     done[src_cls.__name__] += 1
                     break
         if not done:
-            return PassOutcome(0, notes=["no MobileViT block (timm MobileVitBlock / MobileVitV2Block)"])
+            return PassOutcome(0, notes=[_NONE])
         return PassOutcome(sum(done.values()), [count_phrase(done, "rewrote", "with conv unfold/fold")])

@@ -232,6 +232,9 @@ def rank4_subclass(cls: type[nn.Module]) -> tuple[type[nn.Module] | None, tuple[
     return sub, tuple(sorted(used))
 
 
+_NONE = "no module calls a known window/grid partition function (timm maxxvit, swin, swin v2, gcvit, davit)"
+
+
 @register_pass
 class WindowPartitionRankFour(RewritePass):
     """Give modules that call timm's window/grid partition functions rank-4 versions of them.
@@ -253,6 +256,11 @@ class WindowPartitionRankFour(RewritePass):
     name = "window-partition-rank4"
     summary = "Swin/MaxViT window and grid partitions as rank-4 reshapes and permutes (no rank-6 views)"
 
+    def precheck(self, model: nn.Module) -> str:
+        if any(rank4_subclass(cls)[0] is not None for cls in {type(m) for m in model.modules()}):
+            return ""
+        return _NONE
+
     def apply(self, model: nn.Module, example: torch.Tensor) -> PassOutcome:
         done: Counter[str] = Counter()
         functions: set[str] = set()
@@ -270,7 +278,6 @@ class WindowPartitionRankFour(RewritePass):
             done[name] += 1
             functions.update(used)
         if not done:
-            return PassOutcome(0, notes=["no module calls a known window/grid partition function "
-                                         "(timm maxxvit, swin, swin v2, gcvit, davit)", *skipped])
+            return PassOutcome(0, notes=[_NONE, *skipped])
         return PassOutcome(sum(done.values()),
                            [count_phrase(done, "rewrote", "with rank-4 " + ", ".join(sorted(functions)))], skipped)
