@@ -47,8 +47,10 @@ def is_artifact_path(model: Any) -> bool:
 
 
 def _find_or_convert(model: str | LoadedModel, fmt: str, out: Path, precision: str, resolution: int | None,
-                     checkpoint: str | Path | None, input_shapes: list[list[int]] | None = None) -> Manifest:
-    """The manifest of ``model`` in ``fmt`` under ``out`` (checked); converts it (export stage) when missing.
+                     checkpoint: str | Path | None, input_shapes: list[list[int]] | None = None,
+                     judge_on: str | None = None) -> Manifest:
+    """The manifest of ``model`` in ``fmt`` under ``out`` (checked); converts it (export stage) when missing,
+    its passes judged on ``judge_on`` (None: the format's device).
 
     A name is not built to find its artifact: its identity (name, input shapes) is read off the reference."""
     from hybridexport.errors import ConversionError
@@ -65,7 +67,7 @@ def _find_or_convert(model: str | LoadedModel, fmt: str, out: Path, precision: s
             man.check_artifact()
             return man
     made = [m for m in convert(model, to=fmt, out=out, precision=precision, resolution=resolution,
-                               checkpoint=checkpoint, input_shapes=input_shapes) if m.format == fmt]
+                               checkpoint=checkpoint, input_shapes=input_shapes, device=judge_on) if m.format == fmt]
     if not made:
         raise ConversionError(f"converting {ident[0] if ident else model} to {fmt} produced no artifact")
     return made[0]
@@ -156,7 +158,10 @@ def plan(
         from hybridexport.export.options import resolve_precision
 
         precision = device.precision if fmt == device.format else resolve_precision(fmt, None)
-    manifest = _find_or_convert(model, fmt, Path(out), precision, resolution, checkpoint, input_shapes)
+    # passes are judged on the benchmarked device when its latency model prices this format
+    lm_fmt = ((device.raw.get("latency_model") or {}).get("device") or {}).get("format")
+    manifest = _find_or_convert(model, fmt, Path(out), precision, resolution, checkpoint, input_shapes,
+                                judge_on=device.name if lm_fmt == fmt else None)
     return [(chosen, manifest, None if isinstance(model, str) else model, None)]
 
 

@@ -52,6 +52,7 @@ class _Rewrites:
     device: str | None = None
     done: dict[tuple[str, ...], tuple[nn.Module, dict[str, Any], float]] = dataclasses.field(default_factory=dict)
     judges: dict[str, Any] = dataclasses.field(default_factory=dict)
+    keys: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def prebuilt(self, fmt: str, module: nn.Module, opts: ExportOptions) -> tuple[Path, Any] | None:
         """The artifact ``fmt``'s judge already made of ``module`` with these options (None: convert it)."""
@@ -65,16 +66,21 @@ class _Rewrites:
         return self.enabled and bool(self.judged) and self.passes is None
 
     def judge_key(self, fmt: str) -> str:
-        """What the judge's decisions depend on (part of the cache key)."""
+        """What the judge's decisions depend on (part of the cache key): the target and, when predicted,
+        its latency model as stored (the judge prices with it as is, so no per-boot probe enters)."""
         if not self.judging(fmt):
             return ""
-        from hybridexport.bench.devices import load_device
+        from hybridexport.rewrite.judge import target_device
 
-        name = self.device or formats.get(fmt).default_device
+        name = target_device(fmt, self.device)
         if self.judged == "measured":
             return f"{name}:measured"
-        lm = load_device(name).raw.get("latency_model")
-        return f"{name}:{cache_key({'latency_model': lm})[:16] if lm else 'none'}"
+        if name not in self.keys:
+            from hybridexport.bench.devices import load_device
+
+            lm = load_device(name).raw.get("latency_model")
+            self.keys[name] = f"{name}:{cache_key({'latency_model': lm})[:16] if lm else 'none'}"
+        return self.keys[name]
 
     def names(self, fmt: str) -> list[str]:
         """The passes ``fmt``'s artifact gets (the format's own pipeline unless passes were named)."""

@@ -6,6 +6,9 @@ A pass that verifies is kept unless the target's latency gets worse beyond noise
   model before and after the pass is converted to the target format and its op table priced by the
   device's latency model. The model is deterministic, so *worse* means a predicted total more than
   :data:`PREDICTED_TOLERANCE` above the one before, and the same inputs always give the same artifact.
+  The host's model prices as stored, not rescaled by this boot's speed probe (``bench -r predicted``
+  rescales): an artifact never depends on a probe's noise, and the cache key (the stored model) is
+  all its decisions depend on.
 * **measured** (``--judge measured``, the host only, ONNX Runtime, one thread): both models are exported
   to ONNX and run alternately, :data:`MEASURED_RUNS` times each. *Worse* means the p20 and the median
   ratio are both beyond :data:`MEASURED_TOLERANCE` with the whole 99 % bootstrap interval above 1 (the
@@ -86,9 +89,9 @@ class Judge(ABC):
         from hybridexport.export.quiet import converter_output
 
         fmt = fmt or self.fmt
-        hit = self._artifacts.get(id(module))
-        if hit is not None and hit[0] is module and hit[1].name.endswith(formats.get(fmt).suffix):
-            return hit[1], hit[2]
+        hit = self._hit(module, fmt)
+        if hit is not None:
+            return hit
         f = formats.get(fmt)
         opts = self.opts if fmt == self.fmt else dataclasses.replace(self.opts, precision=resolve_precision(fmt, None))
         folder = Path(self._tmp.name) / str(len(self._artifacts))
@@ -103,10 +106,14 @@ class Judge(ABC):
 
     def artifact_of(self, module: nn.Module) -> tuple[Path, Any] | None:
         """The artifact (path, Built) the judge made of ``module`` in its format with its options, if any."""
+        return self._hit(module, self.fmt)
+
+    def _hit(self, module: nn.Module, fmt: str) -> tuple[Path, Any] | None:
+        """The artifact already made of this very module (not a later one at a reused id) in ``fmt``."""
         from hybridexport.export import formats
 
         hit = self._artifacts.get(id(module))
-        if hit is None or hit[0] is not module or not hit[1].name.endswith(formats.get(self.fmt).suffix):
+        if hit is None or hit[0] is not module or not hit[1].name.endswith(formats.get(fmt).suffix):
             return None
         return hit[1], hit[2]
 
@@ -204,14 +211,21 @@ JUDGES = ("predicted", "measured")
 PRICED_FORMATS = ("coreml", "tflite", "onnx")  # graphs the latency models price
 
 
+def target_device(fmt: str, device: str | None = None) -> str:
+    """The device a ``fmt`` artifact is judged for: ``device`` when given, else the format's own
+    (iphone13 for Core ML, pixel8 for TFLite, host for ONNX and ExecuTorch)."""
+    from hybridexport.export import formats
+
+    return device or formats.get(fmt).default_device
+
+
 def check_judge(how: str, fmt: str, device: str | None = None) -> None:
     """Refuse a judge that cannot run for this format and device (one line, before any work)."""
     from hybridexport.bench.devices import load_device
-    from hybridexport.export import formats
 
     if how not in JUDGES:
         raise JudgeError(f"unknown judge '{how}'; use one of: {', '.join(JUDGES)} (or none)")
-    name = device or formats.get(fmt).default_device
+    name = target_device(fmt, device)
     if how == "measured" and load_device(name).kind != "host":
         raise JudgeError(f"--judge measured times passes here, and '{name}' is not this machine; "
                          "use --judge predicted for a phone")
@@ -222,10 +236,8 @@ def judge_for(fmt: str, device: str | None = None, opts: ExportOptions | None = 
     """The judge of a ``fmt`` artifact for ``device`` (default: the format's device), or (None, why not).
 
     ``opts`` are the artifact's options, so the judge converts exactly what ``convert`` would."""
-    from hybridexport.export import formats
-
     check_judge(how, fmt, device)
-    name = device or formats.get(fmt).default_device
+    name = target_device(fmt, device)
     if how == "measured":
         if fmt != "onnx":
             return None, f"not judged: measured judging times ONNX artifacts, not {fmt}"

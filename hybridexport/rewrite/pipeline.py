@@ -178,7 +178,7 @@ def _run_pass(rewrite: RewritePass, current: nn.Module, current_out: Outputs,
     finally:
         rewrite.graphs = None
     record.matched = max(outcome.matched, 0)
-    record.notes = outcome.notes
+    record.notes = list(outcome.notes)
     if outcome.matched < 0:
         record.failed = True
         return candidate, None

@@ -144,3 +144,46 @@ def test_cli_names_a_bad_device_before_building(capsys) -> None:
     assert "unknown device 'iphone99'" in capsys.readouterr().err
     assert main(["convert", "tinynet", "--to", "coreml", "--judge", "measured"]) == 2
     assert "--judge measured times passes here" in capsys.readouterr().err
+
+
+class _Converted(Exception):
+    """Raised by the stand-in converter once it has seen what bench asked for."""
+
+
+@pytest.mark.parametrize(("device", "fmt", "judged_on"), [
+    ("pixel6", "tflite", "pixel6"),  # its latency model prices TFLite graphs: judged on the phone benchmarked
+    ("iphone12", "coreml", "iphone12"),
+    ("pixel6", "onnx", None),  # no ONNX latency model for pixel6: the format's own device (host)
+    ("host", "onnx", "host"),
+])
+def test_bench_judges_a_missing_artifact_on_the_benchmarked_device(monkeypatch, tmp_path, device, fmt,
+                                                                   judged_on) -> None:
+    import hybridexport.export
+    from hybridexport.bench import bench
+
+    seen: dict[str, object] = {}
+
+    def convert(model: object, **kw: object) -> list[object]:
+        seen.update(kw)
+        raise _Converted
+
+    monkeypatch.setattr(hybridexport.export, "convert", convert)
+    with pytest.raises(_Converted):
+        bench("iformer-t", device=device, fmt=fmt, runner="predicted", out=tmp_path)
+    assert seen["to"] == fmt and seen["device"] == judged_on
+
+
+def test_target_device_and_one_profile_read_per_target(monkeypatch) -> None:
+    from hybridexport.bench import devices
+    from hybridexport.export.api import _Rewrites
+    from hybridexport.rewrite.judge import target_device
+
+    assert (target_device("coreml"), target_device("tflite"), target_device("onnx")) == ("iphone13", "pixel8", "host")
+    assert target_device("coreml", "iphone12") == "iphone12"
+    reads: list[str] = []
+    real = devices.load_device
+    monkeypatch.setattr(devices, "load_device", lambda name: reads.append(name) or real(name))
+    rw = _Rewrites(loaded=None, enabled=True, passes=None)  # type: ignore[arg-type]
+    keys = {rw.judge_key("coreml") for _ in range(3)}
+    assert len(keys) == 1 and keys.pop().startswith("iphone13:") and reads == ["iphone13"]
+    assert rw.judge_key("tflite").startswith("pixel8:") and reads == ["iphone13", "pixel8"]
