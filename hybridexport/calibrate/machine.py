@@ -11,12 +11,16 @@ Rules:
   (``threads`` intra-op threads, sequential, ORT_ENABLE_ALL; thread CPU time like ``calibrate
   --timer cpu``, or wall time): fp32 GEMM throughput (a 512³ MatMul, GFLOP/s) and memory bandwidth
   (an Add over 128 MB in, 128 MB out: four times a 32 MB L3, GB/s), each the median of its repeats.
+  A repeat is a block of back-to-back runs lasting at least :data:`BLOCK_S` (longer than a scheduler
+  time slice): a core shared with another process then shows as the share of it this thread gets, as it
+  does for a model's inference, instead of a single short run that fits in one slice at full speed.
   Inputs and outputs are bound to buffers allocated once (IOBinding), so no repeat pays page faults for
   a fresh output. Its *spread* is the distribution-free 95 % confidence interval of that median (the
   order statistics around it, hi/lo): how far the figure itself can be off, which shrinks with more
   repeats, not the p90/p10 of single repeats (memory bandwidth in a VM varies ±20-40 % repeat to repeat
   on an idle machine).
-  It takes about a second; it is cached per boot (boot id + fingerprint + threads + timer) under
+  It takes 3-4 s; it is cached per boot (boot id + fingerprint + threads + timer) for at most
+  :data:`PROBE_MAX_AGE_S` (load comes and goes within a boot) under
   ``$HYBRIDEXPORT_CACHE`` (default ``~/.cache/hybridexport``)/machine, written atomically, with its
   spread (a caller judges it against :data:`MAX_SPREAD`); a corrupt cache file is measured again.
 """
@@ -43,6 +47,8 @@ SPEED_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "a
 MAX_SPREAD = 1.10  # hi/lo of the 95 % CI of a probe's median beyond which the machine is too noisy to calibrate on
 MEDIAN_Z = 1.96
 GEMM_N = 512
+PROBE_MAX_AGE_S = 600.0  # a cached probe is this boot's and this recent: a machine's load changes within a boot
+BLOCK_S = 0.025  # a repeat's least duration: several scheduler slices (CFS gives a busy core's tasks 3-4 ms each)
 COPY_ELEMS = 32 * 2**20  # 128 MB of fp32 read, 128 MB written
 CPUINFO = Path("/proc/cpuinfo")
 CACHE_SYSFS = Path("/sys/devices/system/cpu/cpu0/cache")
@@ -228,8 +234,10 @@ def _models() -> tuple[bytes, bytes]:
     return gemm, copy
 
 
-def measure_probe(threads: int = 1, timer: str = "cpu", gemm_repeats: int = 41, copy_repeats: int = 101) -> Probe:
-    """Measure now (no cache): GEMM GFLOP/s and copy GB/s, the median of the repeats, each with its spread (95 % CI hi/lo)."""
+def measure_probe(threads: int = 1, timer: str = "cpu", gemm_repeats: int = 41, copy_repeats: int = 61,
+                  block_s: float = BLOCK_S) -> Probe:
+    """Measure now (no cache): GEMM GFLOP/s and copy GB/s, the median of the repeats (blocks of runs lasting
+    ≥ ``block_s``), each with its spread (95 % CI hi/lo)."""
     import numpy as np
     import onnxruntime as ort
 
@@ -253,17 +261,20 @@ def measure_probe(threads: int = 1, timer: str = "cpu", gemm_repeats: int = 41, 
         bind = sess.io_binding()  # buffers allocated once: no repeat pays page faults for a new output
         bind.bind_input("x", "cpu", 0, np.float32, x.shape, x.ctypes.data)
         bind.bind_output("y", "cpu", 0, np.float32, y.shape, y.ctypes.data)
+        w0 = time.perf_counter()
         for _ in range(warmup):
             sess.run_with_iobinding(bind)
+        runs = max(1, math.ceil(block_s / max((time.perf_counter() - w0) / warmup, 1e-6)))
         out = []
         for _ in range(repeats):
             w0, c0 = time.perf_counter_ns(), time.thread_time_ns()
             t0 = clock()
-            sess.run_with_iobinding(bind)
+            for _ in range(runs):
+                sess.run_with_iobinding(bind)
             t = clock() - t0
             cpu = time.thread_time_ns() - c0
             ratios.append((time.perf_counter_ns() - w0) / cpu if cpu > 0 else 1.0)
-            out.append(max(t, 1) / 1e9)
+            out.append(max(t, 1) / 1e9 / runs)
         return out
 
     g = times(gemm_blob, rng.standard_normal((GEMM_N, GEMM_N)).astype(np.float32), gemm_repeats)
@@ -296,13 +307,14 @@ def cache_path(fp: Fingerprint, timer: str) -> Path:
 
 
 def probe(threads: int = 1, timer: str = "cpu", fresh: bool = False) -> Probe:
-    """This machine's probe at ``threads``, from the per-boot cache unless ``fresh`` (then measured and cached)."""
+    """This machine's probe at ``threads``: from the cache when it was measured this boot at most
+    :data:`PROBE_MAX_AGE_S` ago and ``fresh`` is not set; otherwise measured now and cached."""
     import json
 
     from hybridexport.atomic import write_json
 
     path = cache_path(fingerprint(threads), timer)
-    if not fresh and path.is_file():
+    if not fresh and path.is_file() and time.time() - path.stat().st_mtime <= PROBE_MAX_AGE_S:
         try:
             return Probe.from_dict(json.loads(path.read_text(encoding="utf-8")), str(path))
         except (OSError, ValueError, InputFileError):
@@ -407,9 +419,10 @@ def adapt_to_this_machine(lm: dict[str, Any], device: str = "host", fresh: bool 
     the calibration's, ``bandwidth`` by the bandwidth ratio, and the parameters that are CPU time per op or per
     inference (:data:`TIME_PARAMS`: dispatch, switch, reorder, overhead) by the inverse GEMM ratio (a core that
     runs a GEMM at half the speed runs the runtime's own code at half the speed); the fitted efficiencies stay.
-    This machine is probed on the wall clock whatever the calibration's timer: a prediction is of what
-    ``bench`` measures, wall time, and a calibration is refused unless its machine was quiet (wall ≈ CPU time),
-    so a core shared with another process shows as a slower machine. Without a calibration probe, or when the
+    This machine's speed is probed on the thread's CPU clock (a calibration is refused unless its machine
+    was quiet, so its CPU and wall figures agree): a core shared with another process is not a slower core,
+    and the wall time it adds is measured apart, at the run's own length (:mod:`.sharing`, applied by the
+    predicted runner). Without a calibration probe, or when the
     fingerprint differs beyond what a probe corrects (CPU, flags, arch, onnxruntime), the note says so and
     names the recalibration. ``fresh`` measures now instead of taking this boot's cached probe."""
     prov = lm.get("provenance") or {}
@@ -417,7 +430,7 @@ def adapt_to_this_machine(lm: dict[str, Any], device: str = "host", fresh: bool 
     threads = cal.threads if cal else 1
     here_fp = fingerprint(threads)
     t0 = time.perf_counter()
-    here = probe(threads, "wall", fresh=fresh)
+    here = probe(threads, "cpu", fresh=fresh)
     took = time.perf_counter() - t0
     info: dict[str, Any] = {"probe": here.to_dict(), "probe_s": round(took, 3), "fingerprint": here_fp.to_dict(),
                             "calibration_probe": cal.to_dict() if cal else None}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -27,6 +27,12 @@ class Prediction:
     band: tuple[float, float]  # (low ratio ≤ 1, high ratio ≥ 1) applied to the point prediction
     units: list[str]
     spec: DeviceSpec
+
+
+def scaled(pred: Prediction, factor: float) -> Prediction:
+    """``pred`` with every op, the overhead and the total multiplied by ``factor`` (rows still sum to it)."""
+    return replace(pred, op_ms=[t * factor for t in pred.op_ms], overhead_ms=pred.overhead_ms * factor,
+                   total_ms=pred.total_ms * factor)
 
 
 def latency_model_of(device: str, profile: dict[str, Any]) -> dict[str, Any]:

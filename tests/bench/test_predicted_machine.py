@@ -14,7 +14,7 @@ from torch import nn
 
 from hybridexport.bench.devices import load_device
 from hybridexport.bench.runners import BenchRequest, get_runner
-from hybridexport.calibrate import machine
+from hybridexport.calibrate import machine, sharing
 from hybridexport.calibrate.machine import Probe
 from hybridexport.export.api import convert
 from hybridexport.latency.predictor import predict_ops
@@ -45,7 +45,9 @@ def onnx_tokens(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh probe cache, and no core sharing (its stretch is tested below with a stated figure)."""
     monkeypatch.setenv("HYBRIDEXPORT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(sharing, "stretch", lambda seconds, fresh=False: (1.0, sharing.bucket(seconds)))
     return tmp_path / "cache"
 
 
@@ -67,7 +69,7 @@ def gemm_row(prof):
 
 
 def test_calibration_probe_at_half_this_gemm_speed_halves_the_gemm_time(onnx_tokens, cache: Path) -> None:
-    here = machine.probe(timer="wall")  # measured now, cached for the runner's call (wall clock: what bench times)
+    here = machine.probe(timer="cpu")  # measured now, cached for the runner's call (its speed: thread CPU time)
     fp = machine.fingerprint().to_dict()
     same = host_with({"fingerprint": fp, "probe_before": here.to_dict(), "probe_after": here.to_dict()})
     half = Probe(**{**here.to_dict(), "gemm_gflops": here.gemm_gflops / 2})
@@ -92,7 +94,7 @@ def test_calibration_probe_at_half_this_gemm_speed_halves_the_gemm_time(onnx_tok
 
 
 def test_half_the_speed_everywhere_halves_every_row(onnx_tokens, cache: Path) -> None:
-    here = machine.probe(timer="wall")
+    here = machine.probe(timer="cpu")
     fp = machine.fingerprint().to_dict()
     same = host_with({"fingerprint": fp, "probe_before": here.to_dict(), "probe_after": here.to_dict()})
     half = Probe(**{**here.to_dict(), "gemm_gflops": here.gemm_gflops / 2, "bandwidth_gbs": here.bandwidth_gbs / 2})
@@ -100,6 +102,23 @@ def test_half_the_speed_everywhere_halves_every_row(onnx_tokens, cache: Path) ->
     base, faster = predict(same, onnx_tokens), predict(slow, onnx_tokens)
     assert [r.ms.median for r in faster.layers] == pytest.approx([r.ms.median / 2 for r in base.layers], rel=1e-6)
     assert faster.total_ms.median == pytest.approx(base.total_ms.median / 2, rel=1e-6)  # the per-inference overhead too
+
+
+def test_a_shared_core_stretches_every_row_by_the_wall_time_runs_of_that_length_take(onnx_tokens, cache: Path,
+                                                                                     monkeypatch) -> None:
+    here = machine.probe(timer="cpu")
+    fp = machine.fingerprint().to_dict()
+    dev = host_with({"fingerprint": fp, "probe_before": here.to_dict(), "probe_after": here.to_dict()})
+    quiet = predict(dev, onnx_tokens)
+    asked: list[float] = []
+    monkeypatch.setattr(sharing, "stretch", lambda s, fresh=False: (asked.append(s) or 2.0, sharing.bucket(s)))
+    shared = predict(dev, onnx_tokens)
+    assert asked == [pytest.approx(quiet.total_ms.median / 1000, rel=1e-6)]  # measured at the run's own length
+    assert [r.ms.median for r in shared.layers] == pytest.approx([2 * r.ms.median for r in quiet.layers], rel=1e-9)
+    assert shared.total_ms.median == pytest.approx(2 * quiet.total_ms.median, rel=1e-9)
+    assert shared.extra["machine"]["stretch"]["wall_over_cpu"] == 2.0
+    assert any("x2.00 on the wall clock" in n for n in shared.notes)
+    assert not any("wall clock" in n for n in quiet.notes)
 
 
 def without_probe():
@@ -111,7 +130,7 @@ def without_probe():
 
 
 def test_fingerprint_mismatch_and_missing_probe_say_to_recalibrate(onnx_tokens, cache: Path) -> None:
-    here = machine.probe(timer="wall")
+    here = machine.probe(timer="cpu")
     fp = machine.fingerprint().to_dict()
     other = {**fp, "onnxruntime": "1.0.0", "flags": [f for f in fp["flags"] if f != "avx2"]}
     prof = predict(host_with({"fingerprint": other, "probe_before": here.to_dict()}), onnx_tokens)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -76,6 +78,13 @@ def test_probe_measures_positive_figures_and_is_cached_per_boot(cache: Path, mon
     boot.write_text("boot-b\n")  # rebooted: another key
     machine.probe()
     assert len(calls) == 3 and len(list((cache / "machine").glob("probe-*.json"))) == 2
+    machine.probe()
+    assert len(calls) == 3
+    for f in (cache / "machine").glob("probe-*.json"):  # older than the cache's age limit: measured again
+        old = time.time() - machine.PROBE_MAX_AGE_S - 5
+        os.utime(f, (old, old))
+    machine.probe()
+    assert len(calls) == 4
 
 
 def test_probe_loader_refuses_bad_values() -> None:

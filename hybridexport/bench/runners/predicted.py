@@ -12,8 +12,11 @@ from typing import TYPE_CHECKING, Any
 from hybridexport.bench.profile import LayerRow, Profile, Stats
 from hybridexport.bench.runners import BenchRequest, Runner
 from hybridexport.errors import InputFileError, RunnerUnavailableError
-from hybridexport.latency.predictor import Prediction, latency_model_of, predict_ops
+from hybridexport.latency.predictor import Prediction, latency_model_of, predict_ops, scaled
 from hybridexport.modpath import ROOT
+from hybridexport.optable import OpRow
+
+STRETCH_NOTE = 1.05  # a wall/CPU stretch beyond this is named in the Profile's notes
 
 if TYPE_CHECKING:
     from hybridexport.bench.devices import DeviceProfile
@@ -50,13 +53,11 @@ class PredictedRunner(Runner):
         t_table = time.perf_counter() - t0
         notes: list[str] = []
         machine = None
-        if device.kind == "host" and fmt == "onnx":  # this machine: its own speed, probed (cached per boot)
-            from hybridexport.calibrate.machine import adapt_to_this_machine
-
-            lm, machine, note = adapt_to_this_machine(lm, device.name)
-            notes.append(note)
         t1 = time.perf_counter()
-        pred = predict_ops(table.ops, lm, device.name)
+        if device.kind == "host" and fmt == "onnx":  # this machine: its own speed and share of a core, probed
+            pred, lm, machine, notes = predict_on_this_machine(table.ops, lm, device.name)
+        else:
+            pred = predict_ops(table.ops, lm, device.name)
         t_pred = time.perf_counter() - t1
         if table.format != fmt:
             fix = (f"convert the model with `--to {fmt}` for a like-with-like prediction" if request.manifest
@@ -84,6 +85,26 @@ class PredictedRunner(Runner):
         if machine is not None:
             prof.extra["machine"] = machine
         return prof
+
+
+def predict_on_this_machine(ops: list[OpRow], lm: dict[str, Any], device: str = "host", fresh: bool = False
+                            ) -> tuple[Prediction, dict[str, Any], dict[str, Any], list[str]]:
+    """The host prediction of this machine now: the latency model rescaled to its speed probe
+    (:func:`~hybridexport.calibrate.machine.adapt_to_this_machine`, CPU time), then stretched by the wall time a
+    run of that length takes here (:func:`~hybridexport.calibrate.sharing.stretch`: a core shared with other
+    work). Returns the prediction, the rescaled model, what was probed, and the note lines."""
+    from hybridexport.calibrate.machine import adapt_to_this_machine
+    from hybridexport.calibrate.sharing import stretch
+
+    lm, info, note = adapt_to_this_machine(lm, device, fresh=fresh)
+    pred = predict_ops(ops, lm, device)
+    factor, block = stretch(pred.total_ms / 1000.0, fresh=fresh)
+    info["stretch"] = {"wall_over_cpu": round(factor, 4), "block_s": block}
+    notes = [note]
+    if factor > STRETCH_NOTE:
+        notes.append(f"runs of ~{block * 1000:.0f} ms CPU time take x{factor:.2f} on the wall clock here now (the "
+                     "core is shared with other work): every row is stretched by it")
+    return scaled(pred, factor), lm, info, notes
 
 
 def build_profile(pred: Prediction, lm: dict[str, Any], *, model: str, device: str, artifact: str = "", sha: str = "",
