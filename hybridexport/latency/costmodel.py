@@ -79,6 +79,17 @@ PARAMS: tuple[tuple[str, float, float, float], ...] = (
     ("reorder", 2e-6, 1e-8, 1e-3),
     ("overhead", 1e-4, 1e-7, 5e-2),
 )
+# Size terms (how latency grows with width and resolution, issue 17). A profile fitted before a term existed
+# lacks its parameter; it then takes the value in ``NEUTRAL`` (0), for which the term vanishes exactly: the
+# older formula, bit for bit (the host profile, fitted on measurements that are not stored, relies on it).
+SIZE_PARAMS: tuple[tuple[str, float, float, float], ...] = (
+    ("spill_ext", 0.3, 1e-4, 100.0),  # DRAM time of activation bytes beyond on-chip memory, not overlapped
+    ("wide", 0.1, 1e-4, 100.0),  # compute efficiency falls with output channels: 1 / (1 + wide · C / 1024)
+    ("wbuf", 0.1, 1e-4, 100.0),  # ... with the op's weight bytes: 1 / (1 + wbuf · weights / on-chip)
+    ("big", 0.1, 1e-4, 100.0),  # ... with the op's activation bytes: 1 / (1 + big · activations / on-chip)
+)
+PARAMS = PARAMS + SIZE_PARAMS
+NEUTRAL = {p[0]: 0.0 for p in SIZE_PARAMS}
 PARAM_NAMES = tuple(p[0] for p in PARAMS)
 # Parameters few calibration models exercise (only models with rank-5 tensors fall back) get a tighter
 # prior (log-scale sigma), so one inconsistent published figure cannot send them to extremes.
@@ -162,7 +173,15 @@ def bounds() -> tuple[np.ndarray, np.ndarray]:
 
 
 def theta_from_params(params: dict[str, float]) -> np.ndarray:
-    return np.log(np.array([float(params[n]) for n in PARAM_NAMES], dtype=float))
+    """Log-parameters; a size term a profile lacks takes its neutral value (log 0 = −inf: the term vanishes)."""
+    vals = np.array([float(params[n] if n in params else NEUTRAL[n]) for n in PARAM_NAMES], dtype=float)
+    with np.errstate(divide="ignore"):
+        return np.log(vals)
+
+
+def _opt(p: np.ndarray, name: str) -> float:
+    """A size term's parameter, or its neutral value where the term is not part of the model."""
+    return float(p[_I[name]]) if name in _I else NEUTRAL[name]
 
 
 def params_from_theta(theta: np.ndarray) -> dict[str, float]:
@@ -173,7 +192,7 @@ class Design:
     """The features of many models for one device, as flat arrays (one entry per op)."""
 
     # one array per op each (``model``: the op's model index); integer and boolean ones named below
-    PER_OP = ("macs", "bytes", "wbytes", "in_bytes", "near", "over", "cls", "memg", "fusable", "fadd", "fcx", "fb",
+    PER_OP = ("macs", "bytes", "wbytes", "in_bytes", "near", "over", "over_b", "act_b", "w_b", "chan", "cls", "memg", "fusable", "fadd", "fcx", "fb",
               "trans", "view", "reorder")
     _INT = frozenset({"model", "cls", "memg"})
     _BOOL = frozenset({"fusable", "fadd", "fcx", "fb", "trans", "view", "reorder"})
@@ -210,6 +229,11 @@ class Design:
                 cols["near"].append(min(sum(e * bpe for e in chained if e * bpe <= onchip), act))
                 cols["in_bytes"].append(in_b)
                 cols["over"].append(max(act - onchip, 0.0) / act if act > 0 else 0.0)
+                cols["over_b"].append(max(act - onchip, 0.0))
+                cols["act_b"].append(act)
+                cols["w_b"].append(weights)
+                # output channels of a convolution or linear layer: weights × outputs / MACs
+                cols["chan"].append(float(o.w_elems) * float(o.out_elems) / float(o.macs) if o.macs > 0 else 0.0)
                 cols["cls"].append(COMPUTE_CLASS.get(o.kind, -1))
                 cols["fcx"].append(o.fusable and o.kind == "act_complex")
                 cols["memg"].append(MEMORY_GROUP.get(o.kind, 0))
@@ -252,6 +276,10 @@ class Design:
         ceff = np.where(self.cls >= 0, eff[np.clip(self.cls, 0, len(eff) - 1)], 1.0)
         # small ops cannot fill the unit: efficiency ramps up with size, half of it at ``half_macs``
         ceff = ceff * self.macs / (self.macs + p[_I["half_macs"]])
+        onchip = float(ONCHIP_BYTES.get(spec.unit, 2**20))
+        ceff = ceff / (1.0 + _opt(p, "wide") * self.chan / 1024.0)
+        ceff = ceff / (1.0 + _opt(p, "wbuf") * self.w_b / onchip)
+        ceff = ceff / (1.0 + _opt(p, "big") * self.act_b / onchip)
         t_c = np.where(self.cls >= 0, self.macs / (peak * np.maximum(ceff, 1e-30)), 0.0)
         traffic = self.bytes - (1.0 - p[_I["chain"]]) * self.near
         t_m = (traffic / (spec.bandwidth * mem[_MEM_PARAM_OF_GROUP[self.memg]])
@@ -259,6 +287,7 @@ class Design:
         hi = np.maximum(t_c, t_m)
         lo = np.minimum(t_c, t_m)
         roof = hi * np.power(1.0 + np.power(lo / np.maximum(hi, 1e-30), _SMOOTH_P), 1.0 / _SMOOTH_P)
+        roof = roof + _opt(p, "spill_ext") * self.over_b / spec.bandwidth
         roof = np.where(self.fb, roof / fb_eff, roof)
         t = np.where(self.fusable, roof * fused_f, roof + dispatch)
         t = np.where(self.fadd, roof * p[_I["fused_add"]], t)
