@@ -87,6 +87,7 @@ SIZE_PARAMS: tuple[tuple[str, float, float, float], ...] = (
     ("wide", 0.1, 1e-4, 100.0),  # compute efficiency falls with output channels: 1 / (1 + wide · C / 1024)
     ("wbuf", 0.1, 1e-4, 100.0),  # ... with the op's weight bytes: 1 / (1 + wbuf · weights / on-chip)
     ("big", 0.1, 1e-4, 100.0),  # ... with the op's activation bytes: 1 / (1 + big · activations / on-chip)
+    ("half_chan", 8.0, 1e-2, 1e4),  # compute efficiency rises with output channels C: C / (C + half_chan)
 )
 PARAMS = PARAMS + SIZE_PARAMS
 NEUTRAL = {p[0]: 0.0 for p in SIZE_PARAMS}
@@ -280,6 +281,7 @@ class Design:
         ceff = ceff / (1.0 + _opt(p, "wide") * self.chan / 1024.0)
         ceff = ceff / (1.0 + _opt(p, "wbuf") * self.w_b / onchip)
         ceff = ceff / (1.0 + _opt(p, "big") * self.act_b / onchip)
+        ceff = ceff * np.where(self.chan > 0, self.chan / np.maximum(self.chan + _opt(p, "half_chan"), 1e-30), 1.0)
         t_c = np.where(self.cls >= 0, self.macs / (peak * np.maximum(ceff, 1e-30)), 0.0)
         traffic = self.bytes - (1.0 - p[_I["chain"]]) * self.near
         t_m = (traffic / (spec.bandwidth * mem[_MEM_PARAM_OF_GROUP[self.memg]])
