@@ -88,6 +88,8 @@ SIZE_PARAMS: tuple[tuple[str, float, float, float], ...] = (
     ("wbuf", 0.1, 1e-4, 100.0),  # ... with the op's weight bytes: 1 / (1 + wbuf · weights / on-chip)
     ("big", 0.1, 1e-4, 100.0),  # ... with the op's activation bytes: 1 / (1 + big · activations / on-chip)
     ("half_chan", 8.0, 1e-2, 1e4),  # compute efficiency rises with output channels C: C / (C + half_chan)
+    ("half_hw", 8.0, 1e-2, 1e5),  # ... with output positions (MACs per weight): HW / (HW + half_hw)
+    ("serial", 0.1, 1e-4, 100.0),  # compute and memory overlap less: smoothmax exponent 4 − 3 · s / (1 + s)
 )
 PARAMS = PARAMS + SIZE_PARAMS
 NEUTRAL = {p[0]: 0.0 for p in SIZE_PARAMS}
@@ -193,7 +195,7 @@ class Design:
     """The features of many models for one device, as flat arrays (one entry per op)."""
 
     # one array per op each (``model``: the op's model index); integer and boolean ones named below
-    PER_OP = ("macs", "bytes", "wbytes", "in_bytes", "near", "over", "over_b", "act_b", "w_b", "chan", "cls", "memg", "fusable", "fadd", "fcx", "fb",
+    PER_OP = ("macs", "bytes", "wbytes", "in_bytes", "near", "over", "over_b", "act_b", "w_b", "chan", "hw", "cls", "memg", "fusable", "fadd", "fcx", "fb",
               "trans", "view", "reorder")
     _INT = frozenset({"model", "cls", "memg"})
     _BOOL = frozenset({"fusable", "fadd", "fcx", "fb", "trans", "view", "reorder"})
@@ -235,6 +237,7 @@ class Design:
                 cols["w_b"].append(weights)
                 # output channels of a convolution or linear layer: weights × outputs / MACs
                 cols["chan"].append(float(o.w_elems) * float(o.out_elems) / float(o.macs) if o.macs > 0 else 0.0)
+                cols["hw"].append(float(o.macs) / float(o.w_elems) if o.w_elems > 0 else 0.0)  # output positions
                 cols["cls"].append(COMPUTE_CLASS.get(o.kind, -1))
                 cols["fcx"].append(o.fusable and o.kind == "act_complex")
                 cols["memg"].append(MEMORY_GROUP.get(o.kind, 0))
@@ -282,13 +285,16 @@ class Design:
         ceff = ceff / (1.0 + _opt(p, "wbuf") * self.w_b / onchip)
         ceff = ceff / (1.0 + _opt(p, "big") * self.act_b / onchip)
         ceff = ceff * np.where(self.chan > 0, self.chan / np.maximum(self.chan + _opt(p, "half_chan"), 1e-30), 1.0)
+        ceff = ceff * np.where(self.hw > 0, self.hw / np.maximum(self.hw + _opt(p, "half_hw"), 1e-30), 1.0)
         t_c = np.where(self.cls >= 0, self.macs / (peak * np.maximum(ceff, 1e-30)), 0.0)
         traffic = self.bytes - (1.0 - p[_I["chain"]]) * self.near
         t_m = (traffic / (spec.bandwidth * mem[_MEM_PARAM_OF_GROUP[self.memg]])
                + self.wbytes / (spec.bandwidth * p[_I["mem_weights"]])) * (1.0 + p[_I["spill"]] * self.over)
         hi = np.maximum(t_c, t_m)
         lo = np.minimum(t_c, t_m)
-        roof = hi * np.power(1.0 + np.power(lo / np.maximum(hi, 1e-30), _SMOOTH_P), 1.0 / _SMOOTH_P)
+        serial = _opt(p, "serial")
+        q = _SMOOTH_P - 3.0 * serial / (1.0 + serial)
+        roof = hi * np.power(1.0 + np.power(lo / np.maximum(hi, 1e-30), q), 1.0 / q)
         roof = roof + _opt(p, "spill_ext") * self.over_b / spec.bandwidth
         roof = np.where(self.fb, roof / fb_eff, roof)
         t = np.where(self.fusable, roof * fused_f, roof + dispatch)
