@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from hybridexport.errors import InputFileError, RunnerUnavailableError
-from hybridexport.latency.costmodel import NEUTRAL, PARAM_NAMES, Design, DeviceSpec, theta_from_params
+from hybridexport.latency.costmodel import PARAM_NAMES, Design, DeviceSpec, theta_from_params
 from hybridexport.latency.fallback import rule_for
 from hybridexport.latency.features import FeatureTable
 from hybridexport.optable import OpRow
@@ -38,8 +38,7 @@ def latency_model_of(device: str, profile: dict[str, Any]) -> dict[str, Any]:
     fix = f"re-run `hybridexport calibrate --device {device}`"
     if not isinstance(lm, dict) or not isinstance(lm.get("params", {}), dict):
         raise InputFileError(f"the latency_model of '{device}' is not an object with params; {fix}")
-    # a size term's parameter may be absent (a profile fitted before the term): it then takes its neutral value
-    missing = [n for n in PARAM_NAMES if n not in lm.get("params", {}) and n not in NEUTRAL]
+    missing = [n for n in PARAM_NAMES if n not in lm.get("params", {})]
     if missing or "device" not in lm:
         raise InputFileError(f"the latency_model of '{device}' is incomplete (missing {', '.join(missing) or 'device'}); "
                              f"{fix}")
@@ -56,7 +55,7 @@ def _check_numbers(lm: dict[str, Any], device: str, fix: str) -> None:
     if not isinstance(dev, dict) or not isinstance(band, dict) or not all(
             isinstance(dev.get(k), str) for k in ("format", "unit", "precision")):
         raise InputFileError(f"the latency_model of '{device}' has no device format/unit/precision; {fix}")
-    nums = [dev.get(k) for k in ("peak_macs", "fallback_macs", "bandwidth")] + [lm["params"][n] for n in PARAM_NAMES if n in lm["params"]]
+    nums = [dev.get(k) for k in ("peak_macs", "fallback_macs", "bandwidth")] + [lm["params"][n] for n in PARAM_NAMES]
     nums += [v for k, v in band.items() if k.endswith("_ratio")]
     if not all(isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) and x > 0 for x in nums):
         raise InputFileError(f"the latency_model of '{device}' holds a parameter that is not a positive number; {fix}")
