@@ -10,9 +10,9 @@
 4. Layer keys shared by a measured and a predicted host profile of one artifact. Goal: ≥ 95 % matched.
 5. Pairs (differences, the designer's question "is B faster than A, by how much?"): on the host, rewrite
    on/off for zoo variants and timm models and width/depth neighbours of one family, predicted ratio
-   B/A against the measured one (ONNX Runtime, 1 thread, interleaved runs, bootstrap interval); on the
-   iPhone 13, every same-family pair of published rows, both predicted with their family left out of
-   the fit. Goals (host): sign right for ≥ 95 % of pairs that differ by > 5 %, median ratio error ≤ 3 %.
+   B/A against the measured one (ONNX Runtime, 1 thread, interleaved runs, bootstrap interval); on each
+   calibrated phone (iPhone 13 first), every same-family pair of published rows, both predicted with
+   their family left out of the fit. Goals (host): sign right for ≥ 95 % of pairs that differ by > 5 %, median ratio error ≤ 3 %.
 6. Portability (issue 20): this machine's probe (GEMM GFLOP/s, GB/s, spread) against the one the host
    calibration recorded, the peak ratios the predicted runner applies, and what the fingerprints differ in
    (~3 s). With ``--portability-models`` (default :data:`PORTABILITY_MODELS`, timm models no list of the
@@ -24,6 +24,7 @@
     .venv/bin/python benchmarks/predictor_accuracy.py                # all three (host takes ~15-30 min)
     .venv/bin/python benchmarks/predictor_accuracy.py --skip-host    # phones + timing only (~1 min)
     .venv/bin/python benchmarks/predictor_accuracy.py --only-pairs   # section 5 (~1 min per host pair)
+    .venv/bin/python benchmarks/predictor_accuracy.py --only-phone-pairs   # section 5, phones only (~1 s)
     .venv/bin/python benchmarks/predictor_accuracy.py --only-portability   # section 6 probe only (~3 s)
     .venv/bin/python benchmarks/predictor_accuracy.py --only-portability --measure   # (a) and (b) (~10 min)
 """
@@ -308,14 +309,32 @@ def pairs_section(models: list[str], chains: list[tuple[str, ...]], runs: int = 
         print(f"  host pairs measured in {time.perf_counter() - t0:.0f} s")
     _pair_report(rows, "host (ONNX Runtime, 1 thread)", cis)
 
-    obs = load_device("iphone13").raw["latency_model"]["observations"]
-    phone: list[tuple[str, float, float]] = []
-    for i, a in enumerate(obs):
-        for b in obs[i + 1:]:
+    phone_pairs_section()
+
+
+PAIR_PHONES = ("iphone13", "iphone12", "pixel6", "pixel7", "pixel8", "galaxy-s23")
+
+
+def published_pairs(observations: list[dict]) -> list[tuple[str, float, float]]:
+    """Every same-family pair of a phone profile's calibration rows: (pair, predicted ratio B/A with the
+    family held out of the fit, published ratio B/A)."""
+    rows = []
+    for i, a in enumerate(observations):
+        for b in observations[i + 1:]:
             if a["family"] == b["family"] and a["observed_ms"] > 0 and a["heldout_ms"] > 0:
-                phone.append((f"{a['label']} → {b['label']}", b["heldout_ms"] / a["heldout_ms"],
-                              b["observed_ms"] / a["observed_ms"]))
-    _pair_report(phone, "iphone13 published same-family pairs (family held out)")
+                rows.append((f"{a['label']} → {b['label']}", b["heldout_ms"] / a["heldout_ms"],
+                             b["observed_ms"] / a["observed_ms"]))
+    return rows
+
+
+def phone_pairs_section(devices: tuple[str, ...] = PAIR_PHONES) -> None:
+    """The published pairs of each calibrated phone profile (no measurement: the stored held-out predictions)."""
+    from hybridexport.bench.devices import load_device
+
+    for device in devices:
+        lm = load_device(device).raw.get("latency_model")
+        if lm and lm.get("observations"):
+            _pair_report(published_pairs(lm["observations"]), f"{device} published same-family pairs (family held out)")
     print(flush=True)
 
 
@@ -454,6 +473,8 @@ def main() -> int:
     ap.add_argument("--timing-device", default="iphone13")
     ap.add_argument("--skip-keys", action="store_true")
     ap.add_argument("--only-pairs", action="store_true", help="run section 5 only")
+    ap.add_argument("--only-phone-pairs", action="store_true",
+                    help="section 5, the published phone pairs only (no measurement, ~1 s)")
     ap.add_argument("--only-portability", action="store_true", help="run section 6 only (~3 s)")
     ap.add_argument("--measure", action="store_true", help="section 6: also predict and measure (a) and (b)")
     ap.add_argument("--portability-models", default=",".join(PORTABILITY_MODELS))
@@ -466,6 +487,10 @@ def main() -> int:
         portability_section()
         if args.measure:
             portability_measure(args.portability_models.split(","), args.portability_runs)
+        return 0
+    if args.only_phone_pairs:
+        print("5. pairs: predicted vs published ratios B/A (phones)")
+        phone_pairs_section(tuple(args.devices.split(",")))
         return 0
     if args.only_pairs:
         pairs_section(args.pair_models.split(","), list(HOST_VARIANT_CHAINS), args.pair_runs)

@@ -135,7 +135,7 @@ def fit(design: Design, table_of: np.ndarray, y_ms: np.ndarray, cfg: FitConfig =
     from scipy.optimize import least_squares
 
     prior = prior_theta(design.spec)
-    lo, hi = bounds()
+    lo, hi = bounds(design.spec.unit)
     log_y = np.log(np.asarray(y_ms, float) / 1000.0)
     n_obs = len(log_y)
     # rows repeating one model configuration (several sources, distilled/plain) share one unit of weight

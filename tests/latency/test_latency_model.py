@@ -164,3 +164,22 @@ def test_weights_stream_at_their_own_rate() -> None:
     cpu = Design([_tiny_table(4)], DeviceSpec(name="c", format="onnx", unit="cpu", precision="fp32",
                                                   peak_macs=1e15, fallback_macs=1e15, bandwidth=1e10))
     assert cpu.wbytes.tolist() == [0, 0, 0, 0] and cpu.bytes[0] == (4096 + 4096 + 64) * 4
+
+
+def test_overhead_is_capped_on_the_units_that_flattened_differences() -> None:
+    """The Neural Engine's and the TFLite GPU's per-inference overhead is bounded (and its prior below the
+    bound); the NPU and CPUs (the host's fit included) keep the free bound."""
+    from hybridexport.latency.costmodel import OVERHEAD_MAX, bounds, prior_theta
+
+    i = PARAM_NAMES.index("overhead")
+    for unit in ("ane", "gpu", "npu", "cpu"):
+        spec = DeviceSpec(name="t", format="coreml", unit=unit, precision="fp16", peak_macs=1e12,
+                          fallback_macs=1e11, bandwidth=1e10)
+        lo, hi = bounds(unit)
+        free = bounds()[1][i]
+        if unit in OVERHEAD_MAX:
+            assert np.exp(hi[i]) == pytest.approx(OVERHEAD_MAX[unit]) and hi[i] < free
+            assert lo[i] < prior_theta(spec)[i] < hi[i]
+        else:
+            assert hi[i] == free
+    assert lm_of("iphone13")["params"]["overhead"] <= OVERHEAD_MAX["ane"] * (1 + 1e-9)
