@@ -64,10 +64,9 @@ def _cell(applied: list[str], rank5: int, bare: float = 10.0, convert: float = 1
     counts = {"rank5": rank5, "reshape": 1, "transpose": 1, "attention": 1, "ops": 9}
     return {"bare": bare, "convert": convert, "before": counts, "after": counts,
             "parity": {"verified": True, "rel_l2": 1e-3, "reason": ""},
-            "rewrite": {"applied": applied, "rank5_remaining": ["blocks.0 (Attn): 2× view"],
+            "rewrite": {"applied": applied,
                         "passes": [{"name": "attention-graph", "applied": False, "failed": False, "slower": False,
-                                    "reason": "not applicable: no head axis", "notes": []}],
-                        "export": {k: [1, 0] for k in ("rank5_tensors", "reshape", "transpose")},
+                                    "reason": "not applicable: nothing matched", "notes": []}],
                         "rel_err": 0.0, "seconds": 1.0}}
 
 
@@ -77,18 +76,22 @@ def test_summary_goals_and_lost_formats():
                                                       "onnx": _cell(["split-heads"], 0, 10.0, 20.0)}},
         {"model": "b", "resolution": 224, "formats": {"coreml": _cell([], 3),
                                                       "onnx": {"bare": 1.0, "convert_error": "X: y",
-                                                               "unrewritten": "ok"}}},
+                                                               "unrewritten": "ok"}},
+         "export": {"rank5": [4, 3], "sites": ["blocks.0 (Attn): 2× view"], "applied": []}},
         {"model": "c", "error": "Boom: z"},
     ]
     text = "\n".join(cov.summary_lines(rows, ["coreml", "onnx"]))
     assert "coreml: attention pass applied on 1/2 attention models (50%; goal ≥ 90%) NOT MET" in text
-    assert "not rewritten: b: attention-graph: no head axis" in text
-    assert "no rank ≥ 5 tensor in the program on 1/2" in text and "rank ≥ 5 left: b: 3→3" in text
+    assert "not rewritten: b: attention-graph: nothing matched" in text
+    assert "no rank ≥ 5 tensor in the program on 1/2" in text
+    assert "rank ≥ 5 left: b: 3→3: blocks.0 (Attn): 2× view" in text
+    assert "already per head (attention-graph: no head axis) as done: 1/2" in text
     assert "coreml: median convert/bare 1.20×" in text and "MET" in text
     assert "onnx: median convert/bare 2.00× over 1 models" in text
     assert "lost a format (converted before the rewrite, not after): b (onnx)" in text
     assert "1 errors: c" in text
-    assert any("LOST" in ln for ln in cov.row_lines(rows[1]))
+    lines = cov.row_lines(rows[1])
+    assert any("LOST" in ln for ln in lines) and any("rank ≥ 5 left: blocks.0" in ln for ln in lines)
 
 
 def test_no_attention_by_graph_overrides_the_code():
