@@ -253,6 +253,12 @@ def attention_applied(cell: dict[str, Any]) -> bool:
     return any(p in ATTENTION_PASSES for p in cell.get("rewrite", {}).get("applied", []))
 
 
+def attention_matched(cell: dict[str, Any]) -> bool:
+    """An attention pass verified: applied, or skipped by the judge as slower."""
+    return attention_applied(cell) or any(p["slower"] for p in cell.get("rewrite", {}).get("passes", [])
+                                          if p["name"] in ATTENTION_PASSES)
+
+
 def per_head(cell: dict[str, Any]) -> bool:
     """No attention pass applied, and ``attention-graph`` found the attention already per head (no head axis)."""
     return not attention_applied(cell) and any(
@@ -347,6 +353,9 @@ def summary_lines(rows: list[dict[str, Any]], formats: list[str]) -> list[str]:
         share = len(hit) / len(have) if have else 0.0
         out.append(f"{fmt}: attention pass applied on {len(hit)}/{len(have)} attention models ({share:.0%}; "
                    f"goal ≥ {GOAL_SHARE:.0%}) {'MET' if share >= GOAL_SHARE else 'NOT MET'}")
+        matched = [r for r in have if attention_matched(r["formats"][fmt])]
+        out.append(f"    an attention pass matched and verified (applied, or judged slower and skipped): "
+                   f"{len(matched)}/{len(have)} ({len(matched) / len(have) if have else 0.0:.0%})")
         done = [r for r in have if r in hit or per_head(r["formats"][fmt])]
         out.append(f"    counting attention that is already per head (attention-graph: no head axis) as done: "
                    f"{len(done)}/{len(have)} ({len(done) / len(have) if have else 0.0:.0%})")

@@ -86,6 +86,10 @@ def test_summary_goals_and_lost_formats():
     assert "no rank ≥ 5 tensor in the program on 1/2" in text
     assert "rank ≥ 5 left: b: 3→3: blocks.0 (Attn): 2× view" in text
     assert "already per head (attention-graph: no head axis) as done: 1/2" in text
+    assert "matched and verified (applied, or judged slower and skipped): 1/2" in text
+    rows[1]["formats"]["coreml"]["rewrite"]["passes"][0].update(slower=True, reason="skipped: slower")
+    assert "matched and verified (applied, or judged slower and skipped): 2/2" in "\n".join(
+        cov.summary_lines(rows, ["coreml"]))
     assert "coreml: median convert/bare 1.20×" in text and "MET" in text
     assert "onnx: median convert/bare 2.00× over 1 models" in text
     assert "lost a format (converted before the rewrite, not after): b (onnx)" in text
