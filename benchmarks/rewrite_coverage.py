@@ -299,7 +299,8 @@ def row_lines(row: dict[str, Any]) -> list[str]:
     for fmt, cell in row["formats"].items():
         head = f"  {fmt:<7}"
         if "rewrite" not in cell:
-            lines.append(f"{head} bare {cell.get('bare', 0):.1f} s; convert failed: {cell.get('convert_error')}"
+            bare = f"bare {cell['bare']:.1f} s; " if "bare" in cell else ""
+            lines.append(f"{head} {bare}convert failed: {cell.get('convert_error')}"
                          + (f"; bare failed: {cell['bare_error']}" if "bare_error" in cell else "")
                          + (f"; without the rewrite: {cell['unrewritten']}" if "unrewritten" in cell else "")
                          + ("  LOST" if lost(cell) else ""))
@@ -332,6 +333,15 @@ def row_lines(row: dict[str, Any]) -> list[str]:
                      f"rank5 {ex['rank5'][0]}→{ex['rank5'][1]}, applied {', '.join(ex['applied']) or '-'}"))
         lines += [f"{'':10}rank ≥ 5 left: {s}" for s in ex.get("sites", [])[:4]]
     return lines
+
+
+def _no_site(row: dict[str, Any], cell: dict[str, Any]) -> str:
+    """Why rank ≥ 5 tensors remain in an artifact when ``torch.export`` shows none after the unjudged passes."""
+    skipped = [p["name"] for p in cell.get("rewrite", {}).get("passes", []) if p["slower"]]
+    if skipped:
+        return (f"the unjudged passes remove them in torch.export; here the judge skipped {', '.join(skipped)} as "
+                "slower")
+    return "no torch.export site left (made by the converter)"
 
 
 def _why_not_attention(cell: dict[str, Any]) -> str:
@@ -370,7 +380,7 @@ def summary_lines(rows: list[dict[str, Any]], formats: list[str]) -> list[str]:
         for r in ml:
             cell = r["formats"]["coreml"]
             if cell["after"]["rank5"]:
-                sites = "; ".join(r.get("export", {}).get("sites", [])[:3]) or "no torch.export site (made by the converter)"
+                sites = "; ".join(r.get("export", {}).get("sites", [])[:3]) or _no_site(r, cell)
                 out.append(f"    rank ≥ 5 left: {r['model']}: {_pair(cell, 'rank5')}: {sites}")
         failed = [r["model"] for r in ok if "coreml" in r["formats"] and "after" not in r["formats"]["coreml"]]
         if failed:
