@@ -39,6 +39,12 @@ _SHORT = {"reparameterize": "reparam", "fuse-bn": "bn", "group-norm-rank4": "gn"
 
 def bare_seconds(loaded: Any, fmt: str, out: Path) -> float:
     """Wall seconds of the format's own ``convert`` on the unrewritten model."""
+    return bare_convert(loaded, fmt, out)[0]
+
+
+def bare_convert(loaded: Any, fmt: str, out: Path) -> tuple[float, Any]:
+    """The format's own ``convert`` on the unrewritten model: its wall seconds and what it built
+    (``formats.base.Built``: the op table of the bare artifact)."""
     import torch
 
     from hybridexport.export import formats
@@ -49,20 +55,25 @@ def bare_seconds(loaded: Any, fmt: str, out: Path) -> float:
     path = out / f"bare-{loaded.name.replace(':', '_')}{f.suffix}"
     t0 = time.perf_counter()
     with torch.no_grad():
-        f.convert(loaded.module, loaded.example_inputs(), path, opts)
-    return time.perf_counter() - t0
+        built = f.convert(loaded.module, loaded.example_inputs(), path, opts)
+    return time.perf_counter() - t0, built
 
 
 def convert_seconds(loaded: Any, fmt: str, out: Path) -> tuple[float, dict[str, float], float]:
     """Wall seconds of ``convert`` (force, default rewrite and judge), rewrite seconds per pass, and in all."""
+    seconds, man = convert_timed(loaded, fmt, out)
+    report = man.extra.get("rewrite") or {}
+    per_pass = {p["name"]: float(p["seconds"]) for p in report.get("passes", [])}
+    return seconds, per_pass, float(man.extra.get("rewrite_seconds", 0.0))
+
+
+def convert_timed(loaded: Any, fmt: str, out: Path) -> tuple[float, Any]:
+    """``convert`` (force, default rewrite and judge): its wall seconds and the artifact's manifest."""
     from hybridexport.export import convert
 
     t0 = time.perf_counter()
     [man] = convert(loaded, to=fmt, out=out, force=True)
-    seconds = time.perf_counter() - t0
-    report = man.extra.get("rewrite") or {}
-    per_pass = {p["name"]: float(p["seconds"]) for p in report.get("passes", [])}
-    return seconds, per_pass, float(man.extra.get("rewrite_seconds", 0.0))
+    return time.perf_counter() - t0, man
 
 
 def warm_up(fmt: str, out: Path) -> None:
