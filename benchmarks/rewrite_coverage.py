@@ -49,12 +49,12 @@ from benchmarks.rewrite_cost import bare_convert, convert_timed, warm_up  # noqa
 #: timm hybrids (conv + attention / token mixing), ≲ 2 GMACs (mobilevitv2_175: ~5.5, the one MobileViTv2 that
 #: no list names), none in a list of the project
 HYBRIDS = (
-    "efficientvit_m1", "efficientvit_m5", "efficientvim_m1", "efficientvim_m2", "efficientvim_m3", "efficientvim_m4",
-    "edgenext_small_rw", "coatnet_pico_rw_224", "coatnet_nano_rw_224", "coatnet_rmlp_nano_rw_224",
+    "efficientvit_m5", "efficientvim_m1", "efficientvim_m2", "efficientvim_m3", "efficientvim_m4",
+    "edgenext_small_rw", "coatnet_pico_rw_224", "coatnet_rmlp_nano_rw_224",
     "coatnet_nano_cc_224", "coatnext_nano_rw_224", "maxvit_pico_rw_256", "maxvit_rmlp_pico_rw_256",
-    "maxvit_nano_rw_256", "maxvit_rmlp_nano_rw_256", "xcit_tiny_12_p16_224", "xcit_nano_12_p8_224",
-    "xcit_tiny_24_p16_224", "levit_192", "levit_256", "levit_384", "levit_conv_128", "fastvit_mci0", "fastvit_mci1",
-    "mobilevitv2_175", "poolformerv2_s12", "pit_ti_distilled_224", "pit_xs_distilled_224", "gcvit_xxtiny",
+    "maxvit_rmlp_nano_rw_256", "xcit_tiny_12_p16_224", "xcit_nano_12_p8_224",
+    "xcit_tiny_24_p16_224", "levit_256", "levit_384", "levit_conv_128", "fastvit_mci0", "fastvit_mci1",
+    "mobilevitv2_175", "pit_ti_distilled_224", "pit_xs_distilled_224", "gcvit_xxtiny",
     "tiny_vit_11m_224", "twins_svt_small", "visformer_tiny", "vit_tiny_r_s16_p8_224", "crossvit_9_240",
     "coat_lite_mini", "cait_xxs24_224", "shvit_s3", "haloregnetz_b", "eca_halonext26ts", "eca_botnext26ts_256",
 )

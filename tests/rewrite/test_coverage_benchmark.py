@@ -24,7 +24,7 @@ def test_default_models_are_in_no_project_list():
 
 
 def test_overlap_is_an_error_naming_the_list():
-    [line] = cov.overlap(["levit_conv_256", "levit_192"], cov.project_models())
+    [line] = cov.overlap(["levit_conv_256", "levit_256"], cov.project_models())
     assert line.startswith("error: levit_conv_256 is in PORTABILITY_MODELS")
 
 
