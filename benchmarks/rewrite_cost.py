@@ -76,15 +76,19 @@ def convert_timed(loaded: Any, fmt: str, out: Path) -> tuple[float, Any]:
     return time.perf_counter() - t0, man
 
 
-def warm_up(fmt: str, out: Path) -> None:
-    """Convert a tiny model once, so that the first real model does not pay the imports."""
+def warm_up(fmts: list[str], out: Path) -> None:
+    """Convert a tiny model once per format (converter output silenced), so that the first real model does
+    not pay the imports."""
     import torch
     from torch import nn
 
     from hybridexport.export import convert
+    from hybridexport.export.quiet import converter_output
 
     tiny = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU()).eval()
-    convert(tiny, to=fmt, out=out, force=True, example_inputs=[torch.randn(1, 3, 32, 32)], name="warmup")
+    with converter_output(False, "warm-up"):
+        for fmt in fmts:
+            convert(tiny, to=fmt, out=out, force=True, example_inputs=[torch.randn(1, 3, 32, 32)], name="warmup")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,9 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="hx-rwcost-") as tmp:
         out = Path(tmp)
-        with converter_output(False, "warm-up"):
-            for fmt in fmts:
-                warm_up(fmt, out)
+        warm_up(fmts, out)
         for ref in models:
             loaded = load_model(ref)
             for fmt in fmts:

@@ -459,15 +459,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import torch
 
-    from hybridexport.export.quiet import converter_output
 
     torch.set_num_threads(max(1, args.threads))
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="hx-rwcov-") as tmp:
         out = Path(tmp)
-        with converter_output(False, "warm-up"):
-            for fmt in formats:
-                warm_up(fmt, out)
+        warm_up(formats, out)
         for name in models:
             t0 = time.perf_counter()
             row: dict[str, Any] = {"model": name}

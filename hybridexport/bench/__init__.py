@@ -159,9 +159,8 @@ def plan(
 
         precision = device.precision if fmt == device.format else resolve_precision(fmt, None)
     # passes are judged on the benchmarked device when its latency model prices this format
-    lm_fmt = ((device.raw.get("latency_model") or {}).get("device") or {}).get("format")
     manifest = _find_or_convert(model, fmt, Path(out), precision, resolution, checkpoint, input_shapes,
-                                judge_on=device.name if lm_fmt == fmt else None)
+                                judge_on=device.name if device.priced_format == fmt else None)
     return [(chosen, manifest, None if isinstance(model, str) else model, None)]
 
 

@@ -63,6 +63,11 @@ class DeviceProfile:
     def precision(self) -> str:
         return str(self.protocol.get("precision", "fp32"))
 
+    @property
+    def priced_format(self) -> str | None:
+        """The artifact format its calibrated latency model prices (None: no latency model)."""
+        return ((self.raw.get("latency_model") or {}).get("device") or {}).get("format")
+
     def get(self, key: str, default: Any = None) -> Any:
         """Any top-level key of the file, including keys owned by other stages."""
         return self.raw.get(key, default)

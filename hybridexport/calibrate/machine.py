@@ -306,6 +306,14 @@ def cache_path(fp: Fingerprint, timer: str) -> Path:
     return cache_dir() / f"probe-{key}.json"
 
 
+def recent(path: Path) -> bool:
+    """Whether a cached figure at ``path`` exists and was written at most :data:`PROBE_MAX_AGE_S` ago."""
+    try:
+        return time.time() - path.stat().st_mtime <= PROBE_MAX_AGE_S
+    except OSError:
+        return False
+
+
 def probe(threads: int = 1, timer: str = "cpu", fresh: bool = False) -> Probe:
     """This machine's probe at ``threads``: from the cache when it was measured this boot at most
     :data:`PROBE_MAX_AGE_S` ago and ``fresh`` is not set; otherwise measured now and cached."""
@@ -314,7 +322,7 @@ def probe(threads: int = 1, timer: str = "cpu", fresh: bool = False) -> Probe:
     from hybridexport.atomic import write_json
 
     path = cache_path(fingerprint(threads), timer)
-    if not fresh and path.is_file() and time.time() - path.stat().st_mtime <= PROBE_MAX_AGE_S:
+    if not fresh and recent(path):
         try:
             return Probe.from_dict(json.loads(path.read_text(encoding="utf-8")), str(path))
         except (OSError, ValueError, InputFileError):

@@ -48,6 +48,13 @@ def measure_stretch(seconds: float, repeats: int = REPEATS) -> float:
     return max(1.0, statistics.median(ratios))
 
 
+def boot_id_prefix() -> str:
+    """This boot's id, shortened, in the cache files' names."""
+    from hybridexport.calibrate.machine import boot_id
+
+    return boot_id()[:12] or "noboot"
+
+
 def _cache_path(length: float) -> Path:
     from hybridexport.calibrate.machine import cache_dir
 
@@ -57,11 +64,11 @@ def _cache_path(length: float) -> Path:
 def stretch(seconds: float, fresh: bool = False) -> tuple[float, float]:
     """(wall/CPU ratio, block length measured) for a run of ``seconds`` CPU time here (see the module rules)."""
     from hybridexport.atomic import write_json
-    from hybridexport.calibrate.machine import PROBE_MAX_AGE_S
+    from hybridexport.calibrate.machine import recent
 
     length = bucket(seconds)
     path = _cache_path(length)
-    if not fresh and path.is_file() and time.time() - path.stat().st_mtime <= PROBE_MAX_AGE_S:
+    if not fresh and recent(path):
         with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
             v = float(json.loads(path.read_text(encoding="utf-8"))["stretch"])
             if math.isfinite(v) and v >= 1.0:
@@ -79,9 +86,3 @@ def forget() -> None:
     for p in cache_dir().glob(f"stretch-{boot_id_prefix()}-*.json"):
         with contextlib.suppress(OSError):
             p.unlink()
-
-
-def boot_id_prefix() -> str:
-    from hybridexport.calibrate.machine import boot_id
-
-    return boot_id()[:12] or "noboot"

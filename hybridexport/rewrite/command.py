@@ -86,7 +86,7 @@ def _judge(args: argparse.Namespace) -> tuple[object | None, str]:
     fmt = "coreml" if args.target == "coreml-ane" else args.target
     if fmt is None:
         dev = load_device(args.device)
-        fmt = ((dev.raw.get("latency_model") or {}).get("device") or {}).get("format") or "onnx"
+        fmt = dev.priced_format or "onnx"
     if fmt not in formats.NAMES:
         raise ConversionError(f"--device judges passes on a format's artifact; give --target one of "
                               f"{', '.join(formats.NAMES)} (not '{fmt}')")

@@ -30,8 +30,7 @@ class PredictedRunner(Runner):
     def formats_for(self, device: DeviceProfile) -> tuple[str, ...]:
         """The format the device's latency model was calibrated on first, then the other graph formats
         (predicted across formats, with a note: an artifact made elsewhere has no other form)."""
-        lm = device.raw.get("latency_model") or {}
-        fmt = (lm.get("device") or {}).get("format")
+        fmt = device.priced_format
         return (fmt, *(f for f in self.formats if f != fmt)) if fmt else self.formats
 
     def availability(self, device: DeviceProfile) -> tuple[bool, str]:
