@@ -22,6 +22,10 @@
    within ±10 % and MAPE ≤ 6 % in both.
 
     .venv/bin/python benchmarks/predictor_accuracy.py                # all three (host takes ~15-30 min)
+    .venv/bin/python benchmarks/predictor_accuracy.py --only-host --save-host F.json.gz   # section 1, stored
+    .venv/bin/python benchmarks/predictor_accuracy.py --host-from F.json.gz   # section 1 from stored (~3 min)
+    .venv/bin/python benchmarks/predictor_accuracy.py --host-from profiles/host.measurements.json.gz \
+        --pairs-from benchmarks/data/host_pairs.json.gz   # sections 1 and 5 (host) from the committed measurements
     .venv/bin/python benchmarks/predictor_accuracy.py --skip-host    # phones + timing only (~1 min)
     .venv/bin/python benchmarks/predictor_accuracy.py --only-pairs   # section 5 (~1 min per host pair)
     .venv/bin/python benchmarks/predictor_accuracy.py --only-phone-pairs   # section 5, phones only (~1 s)
@@ -48,29 +52,32 @@ def line(name: str, m: dict) -> str:
             f"within±20% {m['within20']:4.0%}  Spearman {m['spearman']:.3f}")
 
 
-def host_section(train: list[str], test: list[str], timer: str = "cpu") -> None:
-    from hybridexport.calibrate.fit import MEASURED, Dataset, device_spec, fit_dataset, metrics
-    from hybridexport.calibrate.host import host_dataset
+def host_section(train: list[str], test: list[str], timer: str = "cpu", save: str | None = None,
+                 stored: str | None = None) -> dict:
+    """``save``: store what was measured (:mod:`hybridexport.calibrate.measurements`, fit on ``train``);
+    ``stored``: measure nothing, fit the current cost model on a stored file's models instead. Returns the fit."""
+    from hybridexport.calibrate import measurements
+    from hybridexport.calibrate.fit import MEASURED, device_spec, fit_dataset, metrics
+    from hybridexport.calibrate.host import fit_subset, measure_host
     from hybridexport.latency.costmodel import Design, theta_from_params
 
-    print(f"1. host (onnxruntime CPU, 1 thread, timer: {timer}): calibrate on one set, predict others", flush=True)
     t0 = time.time()
-    both = host_dataset(train + test, progress=False, timer=timer)  # timed together, round-robin
-
-    def subset(names: list[str]) -> Dataset:
-        ds = Dataset(tables=[], table_of=[], y_ms=[], family=[], label=[])
-        for i, lab in enumerate(both.label):
-            if lab in names:
-                ds.table_of.append(len(ds.tables))
-                ds.tables.append(both.tables[both.table_of[i]])
-                if both.node_ms:
-                    ds.node_ms.append(both.node_ms[both.table_of[i]])
-                ds.y_ms.append(both.y_ms[i])
-                ds.family.append(both.family[i])
-                ds.label.append(lab)
-        return ds
-
-    tr, te = subset(train), subset(test)
+    if stored:
+        both, meta = measurements.load(Path(stored))
+        train = list(meta.get("fit_models") or train)
+        test = [lab for lab in both.label if lab not in set(train)]
+        print(f"1. host (stored measurements {stored}, {meta.get('date')}, timer {meta.get('timer')}): "
+              "calibrate on one set, predict others", flush=True)
+    else:
+        print(f"1. host (onnxruntime CPU, 1 thread, timer: {timer}): calibrate on one set, predict others", flush=True)
+        both, meta = measure_host(train + test, timer, allow_load=True, fit_models=train, progress=False)
+        both = measurements.compact_dataset(both)  # timed together, round-robin
+        if save:
+            measurements.save(both, meta, Path(save))
+            print(f"  measurements stored in {save}")
+        if meta["machine"]["conditions"]:
+            print("  measured under: " + "; ".join(meta["machine"]["conditions"]))
+    tr, te = fit_subset(both, train), fit_subset(both, test)
     model = fit_dataset(tr, device_spec("host"), MEASURED)
     design = Design(te.tables, device_spec("host"))
     pred = design.totals(theta_from_params(model["params"]))[np.asarray(te.table_of)] * 1000.0
@@ -85,6 +92,7 @@ def host_section(train: list[str], test: list[str], timer: str = "cpu") -> None:
     if both.skipped:
         print(f"  skipped {len(both.skipped)}: " + "; ".join(f"{s['model']} ({s['reason']})" for s in both.skipped))
     print(f"  ({time.time() - t0:.0f} s)\n", flush=True)
+    return model
 
 
 def phone_section(devices: list[str]) -> None:
@@ -256,7 +264,28 @@ def _pair_report(rows: list[tuple[str, float, float]], label: str,
         print(f"    worst: {n:58s} predicted ×{p:.3f}  observed ×{m:.3f}")
 
 
-def pairs_section(models: list[str], chains: list[tuple[str, ...]], runs: int = 40) -> None:
+def _stored_pairs_report(stored: str, lm: dict | None = None) -> None:
+    """Section 5 on stored host pairs (``--save-pairs``): predicted again with ``lm`` (default: the profile's)."""
+    import gzip
+    import json
+
+    from hybridexport.bench.devices import load_device
+    from hybridexport.latency.features import FeatureTable
+    from hybridexport.latency.predictor import latency_model_of, predict_ops
+
+    lm = lm or latency_model_of("host", load_device("host").raw)
+    data = json.loads(gzip.decompress(Path(stored).read_bytes()))
+    rows, cis = [], []
+    for p in data["pairs"]:
+        a, b = (predict_ops(FeatureTable.from_compact(p[k]).ops, lm, "host").total_ms for k in ("a", "b"))
+        rows.append((p["name"], b / a, p["measured"]))
+        cis.append((p["lo"], p["hi"]))
+    print(f"5. pairs: predicted vs observed ratios B/A (stored measurements {stored}, {data.get('date')})")
+    _pair_report(rows, "host (ONNX Runtime, 1 thread)", cis)
+
+
+def pairs_section(models: list[str], chains: list[tuple[str, ...]], runs: int = 40, save: str | None = None,
+                  phones: bool = True) -> None:
     from hybridexport.bench.devices import load_device
     from hybridexport.export.api import convert
     from hybridexport.latency.predictor import latency_model_of, predict_ops
@@ -270,6 +299,16 @@ def pairs_section(models: list[str], chains: list[tuple[str, ...]], runs: int = 
 
     rows: list[tuple[str, float, float]] = []
     cis: list[tuple[float, float]] = []
+    stored: list[dict] = []
+
+    def keep(name: str, a, b, r: float, lo: float, hi: float) -> None:
+        from hybridexport.latency.features import FeatureTable
+
+        rows.append((name, predicted_ms(b) / predicted_ms(a), r))
+        cis.append((lo, hi))
+        tables = [FeatureTable(model="", format="onnx", resolution=0,
+                               ops=OpTable.load(op_table_path(Path(m.path))).ops).to_compact() for m in (a, b)]
+        stored.append({"name": name, "a": tables[0], "b": tables[1], "measured": r, "lo": lo, "hi": hi})
     with tempfile.TemporaryDirectory(prefix="hx-pairs-") as tmp:
         built: dict[tuple[str, bool], object] = {}
 
@@ -290,8 +329,7 @@ def pairs_section(models: list[str], chains: list[tuple[str, ...]], runs: int = 
             if a.sha256 == b.sha256:
                 continue  # no pass changed the graph: not a pair
             r, lo, hi = _interleaved_ratio(a.path, b.path, runs)
-            rows.append((f"{name}: rewrite on/off", predicted_ms(b) / predicted_ms(a), r))
-            cis.append((lo, hi))
+            keep(f"{name}: rewrite on/off", a, b, r, lo, hi)
             print(f"    {name:34s} rewrite on/off: predicted ×{rows[-1][1]:.3f}  measured ×{r:.3f} "
                   f"[{lo:.3f}, {hi:.3f}]", flush=True)
         for chain in chains:
@@ -302,14 +340,24 @@ def pairs_section(models: list[str], chains: list[tuple[str, ...]], runs: int = 
                     print(f"  {x} → {y}: not built ({type(exc).__name__})")
                     continue
                 r, lo, hi = _interleaved_ratio(a.path, b.path, runs)
-                rows.append((f"{x} → {y}", predicted_ms(b) / predicted_ms(a), r))
-                cis.append((lo, hi))
+                keep(f"{x} → {y}", a, b, r, lo, hi)
                 print(f"    {x + ' → ' + y:48s} predicted ×{rows[-1][1]:.3f}  measured ×{r:.3f} "
                       f"[{lo:.3f}, {hi:.3f}]", flush=True)
         print(f"  host pairs measured in {time.perf_counter() - t0:.0f} s")
     _pair_report(rows, "host (ONNX Runtime, 1 thread)", cis)
+    if save:
+        import datetime
+        import gzip
+        import json
 
-    phone_pairs_section()
+        from hybridexport.atomic import atomic_path
+
+        with atomic_path(Path(save)) as tmp:
+            tmp.write_bytes(gzip.compress(json.dumps({"date": datetime.date.today().isoformat(), "runs": runs,
+                                                      "pairs": stored}).encode(), mtime=0))
+        print(f"  pairs stored in {save}")
+    if phones:
+        phone_pairs_section()
 
 
 PAIR_PHONES = ("iphone13", "iphone12", "pixel6", "pixel7", "pixel8", "galaxy-s23")
@@ -464,6 +512,11 @@ def main() -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--skip-host", action="store_true")
+    ap.add_argument("--only-host", action="store_true", help="run section 1 only")
+    ap.add_argument("--save-host", metavar="FILE", help="section 1: store the measurements (.json.gz)")
+    ap.add_argument("--host-from", metavar="FILE",
+                    help="section 1: no timing; fit and evaluate on stored measurements (e.g. "
+                         "profiles/host.measurements.json.gz from --save-host)")
     ap.add_argument("--timer", choices=("cpu", "runner"), default="cpu",
                     help="host latency: thread CPU time (stable on a shared machine) or the host runner's wall time")
     ap.add_argument("--skip-phones", action="store_true")
@@ -481,6 +534,10 @@ def main() -> int:
     ap.add_argument("--portability-runs", type=int, default=15)
     ap.add_argument("--pair-models", default=",".join(HOST_PAIR_MODELS))
     ap.add_argument("--pair-runs", type=int, default=40)
+    ap.add_argument("--save-pairs", metavar="FILE", help="section 5: store the measured host pairs (.json.gz)")
+    ap.add_argument("--pairs-from", metavar="FILE",
+                    help="section 5: no timing; predict stored host pairs again (with --host-from: with the model "
+                         "fitted on those stored measurements)")
     ap.add_argument("--keys-models", default="iformer-t,mobilevit-xxs,mobileformer-26m,timm:mobilenetv3_small_050")
     args = ap.parse_args()
     if args.only_portability:
@@ -492,18 +549,26 @@ def main() -> int:
         print("5. pairs: predicted vs published ratios B/A (phones)")
         phone_pairs_section(tuple(args.devices.split(",")))
         return 0
+    if args.pairs_from or args.host_from:
+        lm = host_section(list(HOST_TRAIN), list(HOST_TEST), args.timer, stored=args.host_from) if args.host_from else None
+        if args.pairs_from:
+            _stored_pairs_report(args.pairs_from, lm)
+        return 0
+    if args.only_host:
+        host_section(list(HOST_TRAIN), list(HOST_TEST), args.timer, args.save_host)
+        return 0
     if args.only_pairs:
-        pairs_section(args.pair_models.split(","), list(HOST_VARIANT_CHAINS), args.pair_runs)
+        pairs_section(args.pair_models.split(","), list(HOST_VARIANT_CHAINS), args.pair_runs, args.save_pairs)
         return 0
     if not args.skip_host:
-        host_section(list(HOST_TRAIN), list(HOST_TEST), args.timer)
+        host_section(list(HOST_TRAIN), list(HOST_TEST), args.timer, args.save_host)
     if not args.skip_phones:
         phone_section(args.devices.split(","))
     if not args.skip_timing:
         timing_section(args.timing_model, args.timing_device)
     if not args.skip_keys:
         keys_section(args.keys_models.split(","))
-    pairs_section(args.pair_models.split(","), list(HOST_VARIANT_CHAINS), args.pair_runs)
+    pairs_section(args.pair_models.split(","), list(HOST_VARIANT_CHAINS), args.pair_runs, args.save_pairs)
     portability_section()
     return 0
 

@@ -18,6 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-load", action="store_true",
                         help="host only: fit even on a loaded or unsteady machine (refused otherwise); the "
                              "conditions are recorded and the stored band widened")
+    parser.add_argument("--refit", action="store_true",
+                        help="host only: measure nothing; fit again from the measurements the last calibration "
+                             "stored (profiles/<device>.measurements.json.gz), in seconds")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,6 +41,13 @@ def run(args: argparse.Namespace) -> int:
     if args.allow_load and not host:
         raise InputFileError(f"--allow-load is for host calibrations (measured here); '{device}' is fitted on "
                              "published latencies: leave out --allow-load")
+    if args.refit and not host:
+        raise InputFileError(f"--refit fits again from stored host measurements; '{device}' is fitted on published "
+                             "latencies every time: leave out --refit")
+    if args.refit and (args.allow_load or args.timer != "cpu"):
+        given = "--allow-load" if args.allow_load else "--timer"
+        raise InputFileError(f"{given} applies to measuring, and --refit measures nothing (the stored measurements "
+                             f"keep their timer and conditions): leave out {given}")
     if not args.dry_run:  # a long host calibration must not end in an unwritable profile
         try:
             writable_file(profile_path(device), "the device profile")
@@ -50,9 +60,14 @@ def run(args: argparse.Namespace) -> int:
         read_csv(args.data)  # a wrong file is reported before any fitting
     with status(f"calibrating the latency model of {plain(device)}"):
         if host:
-            from hybridexport.calibrate.host import calibrate_host
+            from hybridexport.calibrate.host import calibrate_host, refit_host
+            from hybridexport.calibrate.measurements import measurements_path
 
-            model = calibrate_host(device, timer=args.timer, allow_load=args.allow_load)
+            if args.refit:
+                model = refit_host(device)
+            else:
+                model = calibrate_host(device, timer=args.timer, allow_load=args.allow_load,
+                                       save_to=None if args.dry_run else measurements_path(device))
         else:
             from hybridexport.calibrate.fit import calibrate_phone
 

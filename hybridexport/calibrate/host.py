@@ -167,14 +167,15 @@ def host_dataset(builders: tuple[str, ...] | list[str], progress: bool = True, r
     return ds
 
 
-def calibrate_host(device: str = "host", builders: tuple[str, ...] | list[str] = HOST_TRAIN,
-                   timer: str = "cpu", allow_load: bool = False) -> dict[str, Any]:
-    """Measure the calibration set here and fit the host latency model.
+def measure_host(builders: tuple[str, ...] | list[str] = HOST_TRAIN, timer: str = "cpu", allow_load: bool = False,
+                 fit_models: tuple[str, ...] | list[str] | None = None, progress: bool = True,
+                 ) -> tuple[Dataset, dict[str, Any]]:
+    """Time ``builders`` here, with the machine's record (:mod:`hybridexport.calibrate.measurements` ``meta``).
 
     The machine is fingerprinted and probed (:mod:`hybridexport.calibrate.machine`) before measuring and
     probed again after: a loaded or unsteady machine is refused (MachineBusyError) before the long
     measurement, or after it when the probes drifted apart, unless ``allow_load`` (then the conditions
-    are recorded and the band is widened by the variation seen)."""
+    are recorded). ``fit_models``: the labels a fit uses (default all; the rest are held out)."""
     import onnxruntime as ort
 
     from hybridexport.bench.devices import host_facts
@@ -186,33 +187,94 @@ def calibrate_host(device: str = "host", builders: tuple[str, ...] | list[str] =
     conditions = machine.refusals_before(fp, before)
     if conditions and not allow_load:
         machine.refuse(conditions, "before measuring")
-    ds = host_dataset(builders, timer=timer)
+    ds = host_dataset(builders, timer=timer, progress=progress)
     after = machine.probe(1, probe_timer, fresh=True)
     late = machine.refusals_after(before, after)
     if late and not allow_load:
         machine.refuse(late, "after measuring (nothing written)")
-    conditions += late
-    model = fit_dataset(ds, device_spec(device), MEASURED)
-    if conditions:
-        machine.widen_band(model["band"], before, after)
+    meta = {
+        "timer": timer,
+        "onnxruntime": ort.__version__,
+        "date": _dt.date.today().isoformat(),
+        "models": list(builders),
+        "fit_models": list(fit_models if fit_models is not None else builders),
+        "machine": {**host_facts(), "fingerprint": fp.to_dict(), "probe_before": before.to_dict(),
+                    "probe_after": after.to_dict(), "conditions": conditions + late, "allow_load": allow_load},
+    }
+    return ds, meta
+
+
+def fit_subset(ds: Dataset, names: tuple[str, ...] | list[str]) -> Dataset:
+    """The observations of ``ds`` whose label is in ``names`` (tables and node times with them)."""
+    keep = set(names)
+    out = Dataset(tables=[], table_of=[], y_ms=[], family=[], label=[], skipped=list(ds.skipped))
+    for i, lab in enumerate(ds.label):
+        if lab not in keep:
+            continue
+        out.table_of.append(len(out.tables))
+        out.tables.append(ds.tables[ds.table_of[i]])
+        if ds.node_ms:
+            out.node_ms.append(ds.node_ms[ds.table_of[i]])
+        out.y_ms.append(ds.y_ms[i])
+        out.family.append(ds.family[i])
+        out.label.append(lab)
+        if lab in ds.load_1m:
+            out.load_1m[lab] = ds.load_1m[lab]
+    return out
+
+
+def fit_host(ds: Dataset, meta: dict[str, Any], device: str = "host", refit_from: str | None = None) -> dict[str, Any]:
+    """Fit the host latency model on the ``fit_models`` of a measurement, with its provenance."""
+    from hybridexport.calibrate import machine
+
+    used = fit_subset(ds, meta.get("fit_models") or ds.label)
+    model = fit_dataset(used, device_spec(device), MEASURED)
+    mach = meta["machine"]
+    if mach.get("conditions"):
+        machine.widen_band(model["band"], machine.Probe.from_dict(mach["probe_before"]),
+                           machine.Probe.from_dict(mach["probe_after"]))
+    timer = meta["timer"]
     model["provenance"] = {
         "source": "measured",
         "runner": "host-onnxruntime (1 thread, ORT_ENABLE_ALL)" if timer == "runner" else
                   "onnxruntime, runner settings (1 thread, ORT_ENABLE_ALL), thread CPU time",
         "timer": timer,
-        "onnxruntime": ort.__version__,
-        "machine": {**host_facts(), "fingerprint": fp.to_dict(), "probe_before": before.to_dict(),
-                    "probe_after": after.to_dict(), "conditions": conditions, "allow_load": allow_load,
-                    "load_1m_per_model": {k: round(v, 2) for k, v in ds.load_1m.items()}},
+        "onnxruntime": meta["onnxruntime"],
+        "machine": {**mach, "load_1m_per_model": {k: round(v, 2) for k, v in used.load_1m.items()}},
         "protocol": "ONNX Runtime CPU, 1 thread, measured on this machine (min over 3 rounds of the median)",
         "per_layer": "ONNX Runtime profiler kernel times per exported node (median of 15 runs), fitted as "
                      "per-model shares of time per cost group",
-        "layer_nodes": sum(len(ms) for ms in ds.node_ms),
-        "date": _dt.date.today().isoformat(),
-        "rows_used": len(ds.y_ms),
-        "rows_skipped": len(ds.skipped),
-        "skipped": ds.skipped,
-        "models": list(builders),
+        "layer_nodes": sum(len(ms) for ms in used.node_ms),
+        "date": meta["date"],
+        "rows_used": len(used.y_ms),
+        "rows_skipped": len(used.skipped),
+        "skipped": used.skipped,
+        "models": list(meta.get("fit_models") or meta["models"]),
         "params_order": list(PARAM_NAMES),
     }
+    if refit_from is not None:
+        model["provenance"]["refit"] = {"date": _dt.date.today().isoformat(), "measurements": refit_from}
     return model
+
+
+def calibrate_host(device: str = "host", builders: tuple[str, ...] | list[str] = HOST_TRAIN,
+                   timer: str = "cpu", allow_load: bool = False, save_to: Path | None = None) -> dict[str, Any]:
+    """Measure the calibration set here (:func:`measure_host`) and fit the host latency model; with
+    ``save_to``, the measurements are stored there first (:mod:`hybridexport.calibrate.measurements`),
+    so ``--refit`` can fit again without timing."""
+    from hybridexport.calibrate import measurements
+
+    ds, meta = measure_host(builders, timer, allow_load)
+    ds = measurements.compact_dataset(ds)  # the fit a refit of the stored file reproduces
+    if save_to is not None:
+        measurements.save(ds, meta, save_to)
+    return fit_host(ds, meta, device)
+
+
+def refit_host(device: str = "host", path: Path | None = None) -> dict[str, Any]:
+    """Fit again from stored measurements (default ``profiles/<device>.measurements.json.gz``): no timing."""
+    from hybridexport.calibrate import measurements
+
+    path = path or measurements.measurements_path(device)
+    ds, meta = measurements.load(path)
+    return fit_host(ds, meta, device, refit_from=path.name)

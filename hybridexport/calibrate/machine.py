@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from hybridexport.errors import InputFileError
+from hybridexport.latency.costmodel import SECONDS_PARAMS
 
 #: CPU flags that change how fast ONNX Runtime's kernels are (x86 vector/matrix units, Arm SIMD)
 SPEED_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
@@ -335,8 +336,6 @@ def probe(threads: int = 1, timer: str = "cpu", fresh: bool = False) -> Probe:
 
 # --- calibration: refuse to fit on a busy or unsteady machine ---------------------------------------------
 
-#: latency-model parameters that are seconds of the runtime's own work (they scale with the core's speed)
-TIME_PARAMS = frozenset({"dispatch", "switch", "reorder", "overhead"})
 MAX_DRIFT = 0.10  # probes before and after a calibration may differ by this much
 CALIBRATE = "hybridexport calibrate --device host"
 
@@ -425,7 +424,7 @@ def adapt_to_this_machine(lm: dict[str, Any], device: str = "host", fresh: bool 
 
     With a calibration probe: ``peak_macs`` and ``fallback_macs`` scale by this machine's GEMM throughput over
     the calibration's, ``bandwidth`` by the bandwidth ratio, and the parameters that are CPU time per op or per
-    inference (:data:`TIME_PARAMS`: dispatch, switch, reorder, overhead) by the inverse GEMM ratio (a core that
+    inference (``costmodel.SECONDS_PARAMS``: dispatch, switch, reorder, row, overhead) by the inverse GEMM ratio (a core that
     runs a GEMM at half the speed runs the runtime's own code at half the speed); the fitted efficiencies stay.
     This machine's speed is probed on the thread's CPU clock (a calibration is refused unless its machine
     was quiet, so its CPU and wall figures agree): a core shared with another process is not a slower core,
@@ -454,7 +453,7 @@ def adapt_to_this_machine(lm: dict[str, Any], device: str = "host", fresh: bool 
     dev["peak_macs"] = float(dev["peak_macs"]) * g
     dev["fallback_macs"] = float(dev["fallback_macs"]) * g
     dev["bandwidth"] = float(dev["bandwidth"]) * b
-    params = {k: (float(v) / g if k in TIME_PARAMS else v) for k, v in lm["params"].items()}
+    params = {k: (float(v) / g if k in SECONDS_PARAMS else v) for k, v in lm["params"].items()}
     info["ratios"] = {"gemm": g, "bandwidth": b}
     info["mismatch"] = diffs = mismatch(cal_fp, here_fp) if cal_fp else ["no fingerprint recorded"]
     scaled = (f"the host latency model's peaks rescaled by probe to {now} vs {cal.gemm_gflops:.0f} GFLOP/s, "

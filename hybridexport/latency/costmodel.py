@@ -25,7 +25,10 @@ For op *i* on the accelerator (peak ``P`` MAC/s, DRAM bandwidth ``B`` bytes/s):
   switch between units costs ``switch`` plus moving the op's input over DRAM;
 * on a CPU running ONNX, ONNX Runtime keeps convolutions, pools and resizes in a channel-blocked layout
   (NCHWc) and reorders a tensor whenever it crosses to an op outside that set: ``reorder`` plus moving
-  the tensor at the relayout rate;
+  the tensor at its own rate (``mem_reorder``);
+* also under ONNX Runtime on a CPU: concat/slice/split/pad copy at their own rate (``mem_copy``), a slice
+  or gather reads only what it writes, and a copy (transpose, concat, slice) pays ``row`` per contiguous
+  output row of ``last_dim`` elements (short rows — head dims — copy slower per byte than long ones);
 * the model total adds a fixed per-inference ``overhead``.
 
 The parameters are fitted per device (``calibrate.py``) in log space; ``eff``/``mem`` are fractions
@@ -50,6 +53,7 @@ MEMORY_GROUP = {  # everything else: 0 ("stream": elementwise, casts, pooling, r
     "concat": 3, "slice": 3, "pad": 3,
     "act_complex": 4,
 }
+_READS_WHAT_IT_WRITES = frozenset({"slice", "gather"})
 MEMORY_GROUP_NAMES = ("stream", "norm", "relayout", "concat", "complex")  # indexed by MEMORY_GROUP ids
 BYTES_PER_ELEM = {"fp32": 4, "fp16": 2, "int8": 1}
 
@@ -64,6 +68,7 @@ PARAMS: tuple[tuple[str, float, float, float], ...] = (
     ("mem_stream", 0.5, 1e-3, 16.0),
     ("mem_norm", 0.2, 1e-4, 16.0),
     ("mem_relayout", 0.2, 1e-4, 16.0),
+    ("mem_copy", 0.5, 1e-3, 16.0),
     ("mem_complex", 0.3, 1e-4, 16.0),
     ("spill", 1.0, 1e-3, 100.0),
     ("chain", 1.0, 1e-3, 1.0),  # cost of chained traffic (producer → its sole consumer, on chip); 1: no saving
@@ -77,9 +82,14 @@ PARAMS: tuple[tuple[str, float, float, float], ...] = (
     ("fallback_eff", 0.3, 1e-3, 1.0),
     ("switch", 5e-5, 1e-7, 1e-2),
     ("reorder", 2e-6, 1e-8, 1e-3),
+    ("row", 1e-9, 1e-12, 1e-6),
+    ("mem_reorder", 0.2, 1e-4, 16.0),  # CPU copies: seconds per contiguous output row (of ``last_dim`` elements)
     ("overhead", 1e-4, 1e-7, 5e-2),
 )
 PARAM_NAMES = tuple(p[0] for p in PARAMS)
+#: parameters in seconds of the runtime's own work (per op, per row, per switch, per inference): on a core of
+#: another speed they scale with it (``calibrate.machine.adapt_to_this_machine``)
+SECONDS_PARAMS = frozenset({"dispatch", "switch", "reorder", "row", "overhead"})
 # Parameters few calibration models exercise (only models with rank-5 tensors fall back) get a tighter
 # prior (log-scale sigma), so one inconsistent published figure cannot send them to extremes.
 PRIOR_SIGMA_OF = {"fallback_eff": 0.5, "switch": 0.5}
@@ -93,11 +103,13 @@ TIES: tuple[tuple[str, str], ...] = (
 _I = {n: i for i, n in enumerate(PARAM_NAMES)}
 _EFF = slice(_I["eff_conv_pw"], _I["eff_conv_group"] + 1)
 _MEM = slice(_I["mem_stream"], _I["mem_complex"] + 1)
-# Memory group → its bandwidth parameter (offset in ``_MEM``): concat/slice/pad (group 3) are streaming
-# copies and share the elementwise stream's rate; softmax and transcendental activations the runtime does
-# not fuse (group 4) cost per-element compute at a rate of their own, tied to the stream's.
-_MEM_PARAM_OF_GROUP = np.array([0, 1, 2, 0, 3], dtype=np.int64)
-_RELAYOUT_PARAM = int(_MEM_PARAM_OF_GROUP[MEMORY_GROUP["relayout"]])  # the rate ONNX Runtime's reorders move at
+# Memory group → its bandwidth parameter (offset in ``_MEM``). Softmax and transcendental activations the
+# runtime does not fuse (group 4) cost per-element compute at a rate of their own, tied to the stream's. Under
+# ONNX Runtime on a CPU, concat/slice/split/pad (group 3) are memcpy-like copies with a rate of their own
+# (``mem_copy``; the host's per-node times put them ~2× faster per byte than the stream's rate); elsewhere they
+# share the elementwise stream's rate, as fitted on the published figures.
+_MEM_PARAM_OF_GROUP_ORT_CPU = np.array([0, 1, 2, 3, 4], dtype=np.int64)
+_MEM_PARAM_OF_GROUP = np.array([0, 1, 2, 0, 4], dtype=np.int64)
 DISPATCH_PRIOR = {"ane": 5e-6, "gpu": 1e-5, "npu": 5e-6, "cpu": 2e-6}
 # Upper bound on the per-inference ``overhead`` (s) where a free one flattens differences: on the Neural Engine
 # and the TFLite GPU a fixed cost of ~0.1-0.3 ms absorbed the floor of small models' published latencies, and
@@ -145,6 +157,11 @@ class DeviceSpec:
     bandwidth: float
 
     @property
+    def ort_cpu(self) -> bool:
+        """ONNX Runtime on a CPU (the host): the rules observed in its optimized graphs and per-node times apply."""
+        return self.unit == "cpu" and self.format == "onnx"
+
+    @property
     def bytes_per_elem(self) -> int:
         return BYTES_PER_ELEM.get(self.precision, 4)
 
@@ -186,7 +203,7 @@ class Design:
 
     # one array per op each (``model``: the op's model index); integer and boolean ones named below
     PER_OP = ("macs", "bytes", "wbytes", "in_bytes", "near", "over", "cls", "memg", "fusable", "fadd", "fcx", "fb",
-              "trans", "view", "reorder")
+              "trans", "view", "reorder", "rows")
     _INT = frozenset({"model", "cls", "memg"})
     _BOOL = frozenset({"fusable", "fadd", "fcx", "fb", "trans", "view", "reorder"})
 
@@ -202,7 +219,7 @@ class Design:
             index = {o.name: i for i, o in enumerate(t.ops)}
             srcs = [[index[s] for s in o.inputs if s in index] for o in t.ops]
             n_cons = np.bincount([j for src in srcs for j in src], minlength=len(t.ops))
-            blocked = _blocked_layout(t.ops, srcs) if spec.unit == "cpu" and spec.format == "onnx" else None
+            blocked = _blocked_layout(t.ops, srcs) if spec.ort_cpu else None
             fb: list[bool] = []
             for o, src in zip(t.ops, srcs, strict=True):
                 # a view moves no data: it stays on whichever unit produced its input (no switch)
@@ -211,7 +228,10 @@ class Design:
                 src = srcs[i]
                 cols["model"].append(m)
                 cols["macs"].append(float(o.macs))
-                in_b = float(o.in_elems) * bpe
+                # under ONNX Runtime a slice or gather reads only the part of its input it writes out
+                reads_out = spec.ort_cpu and o.kind in _READS_WHAT_IT_WRITES
+                read = min(o.in_elems, o.out_elems) if reads_out else o.in_elems
+                in_b = float(read) * bpe
                 act = in_b + float(o.out_elems) * bpe
                 weights = float(o.w_elems) * bpe
                 cols["bytes"].append(act if weights_apart else act + weights)
@@ -234,8 +254,11 @@ class Design:
                 # in a contiguous (row-major) layout, as on a CPU or after falling back to one, any reshape
                 # is a view; only accelerators with tiled layouts move data when the innermost axis changes
                 contiguous = fb[i] or spec.unit == "cpu"
-                cols["view"].append(o.kind == "view" or (contiguous and o.kind == "relayout"
-                                                         and o.op_type.lower() in ("reshape", "flatten")))
+                view = o.kind == "view" or (contiguous and o.kind == "relayout"
+                                            and o.op_type.lower() in ("reshape", "flatten"))
+                cols["view"].append(view)
+                copies = spec.ort_cpu and not view and MEMORY_GROUP.get(o.kind) in (2, 3)
+                cols["rows"].append(float(o.out_elems) / max(o.last_dim, 1) if copies else 0.0)
         for k, v in cols.items():
             setattr(self, k, np.array(v, dtype=np.int64 if k in self._INT else bool if k in self._BOOL else float))
 
@@ -266,7 +289,8 @@ class Design:
         ceff = ceff * self.macs / (self.macs + p[_I["half_macs"]])
         t_c = np.where(self.cls >= 0, self.macs / (peak * np.maximum(ceff, 1e-30)), 0.0)
         traffic = self.bytes - (1.0 - p[_I["chain"]]) * self.near
-        t_m = (traffic / (spec.bandwidth * mem[_MEM_PARAM_OF_GROUP[self.memg]])
+        mem_of_group = _MEM_PARAM_OF_GROUP_ORT_CPU if spec.ort_cpu else _MEM_PARAM_OF_GROUP
+        t_m = (traffic / (spec.bandwidth * mem[mem_of_group[self.memg]])
                + self.wbytes / (spec.bandwidth * p[_I["mem_weights"]])) * (1.0 + p[_I["spill"]] * self.over)
         hi = np.maximum(t_c, t_m)
         lo = np.minimum(t_c, t_m)
@@ -276,8 +300,9 @@ class Design:
         t = np.where(self.fadd, roof * p[_I["fused_add"]], t)
         t = np.where(self.fcx, roof * p[_I["fused_complex"]], t)
         t = np.where(self.view, dispatch * view_f, t)
+        t = t + self.rows * p[_I["row"]]
         t = t + np.where(self.trans, switch + self.in_bytes / spec.bandwidth, 0.0)
-        t = t + np.where(self.reorder, p[_I["reorder"]] + self.in_bytes / (spec.bandwidth * mem[_RELAYOUT_PARAM]), 0.0)
+        t = t + np.where(self.reorder, p[_I["reorder"]] + self.in_bytes / (spec.bandwidth * p[_I["mem_reorder"]]), 0.0)
         return t
 
     def totals(self, theta: np.ndarray, per_op: np.ndarray | None = None) -> np.ndarray:

@@ -80,9 +80,11 @@ def test_calibration_probe_at_half_this_gemm_speed_halves_the_gemm_time(onnx_tok
     assert g1.ms.median / g0.ms.median == pytest.approx(0.5, rel=0.01)  # compute-bound: half the time
     mem0 = [r.ms.median for r in base.layers if r.op_type in ("Transpose", "transpose")]
     mem1 = [r.ms.median for r in faster.layers if r.op_type in ("Transpose", "transpose")]
-    dispatch = load_device("host").raw["latency_model"]["params"]["dispatch"] * 1000
-    # bandwidth ratio 1: a memory-bound op changes by its dispatch only, which halves with the core's speed
-    assert mem0 and mem1 == pytest.approx([m - dispatch / 2 for m in mem0], rel=1e-6)
+    params = load_device("host").raw["latency_model"]["params"]
+    [tr] = [o for o in OpTable.load(op_table_path(Path(onnx_tokens.path))).ops if o.op_type == "Transpose"]
+    seconds_ms = (params["dispatch"] + params["row"] * tr.out_elems / tr.last_dim) * 1000
+    # bandwidth ratio 1: a memory-bound op changes by its per-op and per-row CPU time only, which halve
+    assert mem0 and mem1 == pytest.approx([m - seconds_ms / 2 for m in mem0], rel=1e-6)
     ex = faster.extra["machine"]
     assert ex["ratios"]["gemm"] == pytest.approx(2.0) and ex["ratios"]["bandwidth"] == pytest.approx(1.0)
     assert ex["mismatch"] == [] and ex["probe"] == here.to_dict()

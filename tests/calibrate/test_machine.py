@@ -15,6 +15,8 @@ from hybridexport.calibrate import host, machine
 from hybridexport.calibrate.fit import Dataset
 from hybridexport.calibrate.machine import Fingerprint, Probe
 from hybridexport.errors import InputFileError, MachineBusyError
+from hybridexport.latency.features import FeatureTable
+from hybridexport.optable import OpRow
 
 # recorded from this project's 2-core AMD EPYC machine (see its README.md)
 REC = Path(__file__).resolve().parents[1] / "data" / "machine"
@@ -112,7 +114,10 @@ def no_measuring(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     def dataset(builders, timer="runner", **k) -> Dataset:
         called.append(timer)
-        return Dataset(tables=[], table_of=[0], y_ms=[1.0], family=["f"], label=["m"], load_1m={"m": 1.97})
+        table = FeatureTable(model="m", format="onnx", resolution=8,
+                             ops=[OpRow(name="c", op_type="Conv", kind="conv", macs=100, in_elems=8, out_elems=8)])
+        return Dataset(tables=[table], table_of=[0], y_ms=[1.0], family=["f"], label=[builders[0]],
+                       load_1m={builders[0]: 1.97})
 
     monkeypatch.setattr(host, "host_dataset", dataset)
     monkeypatch.setattr(host, "fit_dataset", fake_fit)
@@ -171,7 +176,7 @@ def test_allow_load_records_the_conditions_and_widens_the_band(cache: Path, monk
     m = lm["provenance"]["machine"]
     assert m["allow_load"] is True and len(m["conditions"]) == 2
     assert "load average 3.40" in m["conditions"][0] and "differ by 20%" in m["conditions"][1]
-    assert m["fingerprint"]["load_1m"] == 3.4 and m["load_1m_per_model"] == {"m": 1.97}
+    assert m["fingerprint"]["load_1m"] == 3.4 and m["load_1m_per_model"] == {host.HOST_TRAIN[0]: 1.97}
     assert Probe.from_dict(m["probe_before"]).gemm_gflops == 100.0
     band = lm["band"]
     assert band["widened_by"] == pytest.approx(1.2)
