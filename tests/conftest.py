@@ -11,6 +11,17 @@ DATA = TESTS / "data"
 
 
 @pytest.fixture
+def tmp_profiles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A writable copy of the committed device profiles (``HYBRIDEXPORT_PROFILES`` points at it)."""
+    import shutil
+
+    for p in (TESTS.parent / "profiles").glob("*.json"):
+        shutil.copy(p, tmp_path / p.name)
+    monkeypatch.setenv("HYBRIDEXPORT_PROFILES", str(tmp_path))
+    return tmp_path
+
+
+@pytest.fixture
 def tiny_model():
     """A fresh ``TinyNet`` LoadedModel (classes=300: big enough for weight quantization)."""
     from models import tiny

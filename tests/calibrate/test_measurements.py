@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -92,14 +91,6 @@ def test_refit_reproduces_the_committed_host_fit() -> None:
     theta = fit(design, table_of, np.asarray(ds.y_ms), MEASURED, layers=LayerTargets(design, ds.tables, ds.node_ms))
     refit, committed = design.totals(theta), design.totals(theta_from_params(lm["params"]))
     assert np.allclose(refit, committed, rtol=PREDICTION_RTOL), float(np.max(np.abs(refit / committed - 1)))
-
-
-@pytest.fixture()
-def tmp_profiles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for p in (REPO / "profiles").glob("*.json"):
-        shutil.copy(p, tmp_path / p.name)
-    monkeypatch.setenv("HYBRIDEXPORT_PROFILES", str(tmp_path))
-    return tmp_path
 
 
 def test_refit_command_checks_its_input_first(tmp_profiles: Path, capsys) -> None:

@@ -10,7 +10,6 @@ what they are for: the predictions and the cost they reach.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -72,14 +71,6 @@ def test_metrics() -> None:
     assert m["n"] == 4
     assert m["within10"] == 0.75 and m["within20"] == 0.75
     assert m["spearman"] == pytest.approx(1.0)
-
-
-@pytest.fixture()
-def tmp_profiles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for p in (REPO / "profiles").glob("*.json"):
-        shutil.copy(p, tmp_path / p.name)
-    monkeypatch.setenv("HYBRIDEXPORT_PROFILES", str(tmp_path))
-    return tmp_path
 
 
 def test_write_keys_keeps_bench_keys(tmp_profiles: Path) -> None:

@@ -4,7 +4,6 @@ and a clear error for a device that was never calibrated."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -62,14 +61,6 @@ def test_prediction_is_deterministic_and_consistent(device: str) -> None:
     # a bigger model of the same family is predicted slower
     small = predict_ops(some_table(lm["device"]["format"], "iformer-t").ops, lm, device)
     assert small.total_ms < a.total_ms
-
-
-@pytest.fixture()
-def tmp_profiles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for p in (REPO / "profiles").glob("*.json"):
-        shutil.copy(p, tmp_path / p.name)
-    monkeypatch.setenv("HYBRIDEXPORT_PROFILES", str(tmp_path))
-    return tmp_path
 
 
 def test_uncalibrated_device_is_a_clear_error(tmp_profiles: Path) -> None:
