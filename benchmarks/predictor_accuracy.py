@@ -266,15 +266,14 @@ def _pair_report(rows: list[tuple[str, float, float]], label: str,
 
 def _stored_pairs_report(stored: str, lm: dict | None = None) -> None:
     """Section 5 on stored host pairs (``--save-pairs``): predicted again with ``lm`` (default: the profile's)."""
-    import gzip
-    import json
-
     from hybridexport.bench.devices import load_device
+    from hybridexport.jsonfile import read_json
     from hybridexport.latency.features import FeatureTable
     from hybridexport.latency.predictor import latency_model_of, predict_ops
 
     lm = lm or latency_model_of("host", load_device("host").raw)
-    data = json.loads(gzip.decompress(Path(stored).read_bytes()))
+    data = read_json(stored, "stored host pairs", "pass a file written by --save-pairs", expect_object=True,
+                     gunzip=True)
     rows, cis = [], []
     for p in data["pairs"]:
         a, b = (predict_ops(FeatureTable.from_compact(p[k]).ops, lm, "host").total_ms for k in ("a", "b"))
@@ -284,8 +283,7 @@ def _stored_pairs_report(stored: str, lm: dict | None = None) -> None:
     _pair_report(rows, "host (ONNX Runtime, 1 thread)", cis)
 
 
-def pairs_section(models: list[str], chains: list[tuple[str, ...]], runs: int = 40, save: str | None = None,
-                  phones: bool = True) -> None:
+def pairs_section(models: list[str], chains: list[tuple[str, ...]], runs: int = 40, save: str | None = None) -> None:
     from hybridexport.bench.devices import load_device
     from hybridexport.export.api import convert
     from hybridexport.latency.predictor import latency_model_of, predict_ops
@@ -294,9 +292,6 @@ def pairs_section(models: list[str], chains: list[tuple[str, ...]], runs: int = 
     print("5. pairs: predicted vs observed ratios B/A", flush=True)
     lm = latency_model_of("host", load_device("host").raw)
 
-    def predicted_ms(man) -> float:
-        return predict_ops(OpTable.load(op_table_path(Path(man.path))).ops, lm, "host").total_ms
-
     rows: list[tuple[str, float, float]] = []
     cis: list[tuple[float, float]] = []
     stored: list[dict] = []
@@ -304,10 +299,10 @@ def pairs_section(models: list[str], chains: list[tuple[str, ...]], runs: int = 
     def keep(name: str, a, b, r: float, lo: float, hi: float) -> None:
         from hybridexport.latency.features import FeatureTable
 
-        rows.append((name, predicted_ms(b) / predicted_ms(a), r))
+        ops_a, ops_b = (OpTable.load(op_table_path(Path(m.path))).ops for m in (a, b))
+        rows.append((name, predict_ops(ops_b, lm, "host").total_ms / predict_ops(ops_a, lm, "host").total_ms, r))
         cis.append((lo, hi))
-        tables = [FeatureTable(model="", format="onnx", resolution=0,
-                               ops=OpTable.load(op_table_path(Path(m.path))).ops).to_compact() for m in (a, b)]
+        tables = [FeatureTable(model="", format="onnx", resolution=0, ops=ops).to_compact() for ops in (ops_a, ops_b)]
         stored.append({"name": name, "a": tables[0], "b": tables[1], "measured": r, "lo": lo, "hi": hi})
     with tempfile.TemporaryDirectory(prefix="hx-pairs-") as tmp:
         built: dict[tuple[str, bool], object] = {}
@@ -347,17 +342,12 @@ def pairs_section(models: list[str], chains: list[tuple[str, ...]], runs: int = 
     _pair_report(rows, "host (ONNX Runtime, 1 thread)", cis)
     if save:
         import datetime
-        import gzip
-        import json
 
-        from hybridexport.atomic import atomic_path
+        from hybridexport.atomic import write_json_gz
 
-        with atomic_path(Path(save)) as tmp:
-            tmp.write_bytes(gzip.compress(json.dumps({"date": datetime.date.today().isoformat(), "runs": runs,
-                                                      "pairs": stored}).encode(), mtime=0))
+        write_json_gz(save, {"date": datetime.date.today().isoformat(), "runs": runs, "pairs": stored})
         print(f"  pairs stored in {save}")
-    if phones:
-        phone_pairs_section()
+    phone_pairs_section()
 
 
 PAIR_PHONES = ("iphone13", "iphone12", "pixel6", "pixel7", "pixel8", "galaxy-s23")

@@ -79,3 +79,13 @@ def write_text(path: str | Path, text: str) -> Path:
 def write_json(path: str | Path, data: Any) -> Path:
     """Write ``data`` as indented JSON atomically."""
     return write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def write_json_gz(path: str | Path, data: Any) -> Path:
+    """Write ``data`` as compact gzip-compressed JSON atomically, reproducibly (sorted keys, no timestamp)."""
+    import gzip
+
+    raw = json.dumps(data, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(gzip.compress(raw, compresslevel=9, mtime=0))
+    return Path(path)

@@ -227,7 +227,8 @@ def fit_host(ds: Dataset, meta: dict[str, Any], device: str = "host", refit_from
     """Fit the host latency model on the ``fit_models`` of a measurement, with its provenance."""
     from hybridexport.calibrate import machine
 
-    used = fit_subset(ds, meta.get("fit_models") or ds.label)
+    fit_models = meta.get("fit_models") or meta["models"]
+    used = fit_subset(ds, fit_models)
     model = fit_dataset(used, device_spec(device), MEASURED)
     mach = meta["machine"]
     if mach.get("conditions"):
@@ -249,7 +250,7 @@ def fit_host(ds: Dataset, meta: dict[str, Any], device: str = "host", refit_from
         "rows_used": len(used.y_ms),
         "rows_skipped": len(used.skipped),
         "skipped": used.skipped,
-        "models": list(meta.get("fit_models") or meta["models"]),
+        "models": list(fit_models),
         "params_order": list(PARAM_NAMES),
     }
     if refit_from is not None:

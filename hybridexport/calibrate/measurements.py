@@ -13,17 +13,17 @@ are keyed by row index, the names :meth:`FeatureTable.from_compact` gives its ro
 
 from __future__ import annotations
 
-import gzip
-import json
 from pathlib import Path
 from typing import Any
 
-from hybridexport.atomic import atomic_path
+from hybridexport.atomic import write_json_gz
 from hybridexport.calibrate.fit import Dataset
 from hybridexport.errors import InputFileError
+from hybridexport.jsonfile import read_json
 from hybridexport.latency.features import FeatureTable
 
 VERSION = 1
+MEASURE_AGAIN = "measure again with `hybridexport calibrate --device host` (~9 min on a quiet machine)"
 
 
 def measurements_path(device: str, directory: Path | None = None) -> Path:
@@ -53,20 +53,23 @@ def to_json(ds: Dataset, meta: dict[str, Any]) -> dict[str, Any]:
 
 def from_json(data: dict[str, Any], source: str = "measurements") -> tuple[Dataset, dict[str, Any]]:
     if not isinstance(data, dict) or data.get("version") != VERSION or not isinstance(data.get("models"), list):
-        raise InputFileError(f"{source} is not a version-{VERSION} host measurement file; measure again with "
-                             "`hybridexport calibrate --device host` (~9 min on a quiet machine)")
+        raise InputFileError(f"{source} is not a version-{VERSION} host measurement file; {MEASURE_AGAIN}")
     ds = Dataset(tables=[], table_of=[], y_ms=[], family=[], label=[], skipped=list(data.get("skipped", [])))
-    with_nodes = all("node_ms" in m for m in data["models"])
-    for m in data["models"]:
-        ds.table_of.append(len(ds.tables))
-        ds.tables.append(FeatureTable.from_compact(m["table"]))
-        ds.y_ms.append(float(m["y_ms"]))
-        ds.family.append(m["family"])
-        ds.label.append(m["label"])
-        if m.get("load_1m") is not None:
-            ds.load_1m[m["label"]] = float(m["load_1m"])
-        if with_nodes:
-            ds.node_ms.append({k: float(v) for k, v in m["node_ms"].items()})
+    try:
+        with_nodes = all("node_ms" in m for m in data["models"])
+        for m in data["models"]:
+            ds.table_of.append(len(ds.tables))
+            ds.tables.append(FeatureTable.from_compact(m["table"]))
+            ds.y_ms.append(float(m["y_ms"]))
+            ds.family.append(m["family"])
+            ds.label.append(m["label"])
+            if m.get("load_1m") is not None:
+                ds.load_1m[m["label"]] = float(m["load_1m"])
+            if with_nodes:
+                ds.node_ms.append({k: float(v) for k, v in m["node_ms"].items()})
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise InputFileError(f"{source}: model {len(ds.label)} is malformed ({type(exc).__name__}: {exc}); "
+                             f"{MEASURE_AGAIN}") from None
     return ds, dict(data.get("meta", {}))
 
 
@@ -76,19 +79,12 @@ def compact_dataset(ds: Dataset) -> Dataset:
 
 
 def save(ds: Dataset, meta: dict[str, Any], path: Path) -> Path:
-    raw = json.dumps(to_json(ds, meta), sort_keys=True, separators=(",", ":")).encode("utf-8")
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(gzip.compress(raw, compresslevel=9, mtime=0))
-    return path
+    return write_json_gz(path, to_json(ds, meta))
 
 
 def load(path: Path) -> tuple[Dataset, dict[str, Any]]:
     if not path.exists():
         raise InputFileError(f"no stored host measurements at {path}: measure with `hybridexport calibrate "
                              "--device host` (~9 min on a quiet machine) before refitting")
-    try:
-        data = json.loads(gzip.decompress(path.read_bytes()).decode("utf-8"))
-    except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputFileError(f"host measurements '{path}' are unreadable ({exc}); measure again with "
-                             "`hybridexport calibrate --device host`") from None
+    data = read_json(path, "host measurements", MEASURE_AGAIN, gunzip=True)
     return from_json(data, f"'{path}'")

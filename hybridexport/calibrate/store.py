@@ -7,13 +7,12 @@ failed with their reason so calibration can say why a row was skipped.
 
 from __future__ import annotations
 
-import gzip
-import json
 from pathlib import Path
 from typing import Any
 
-from hybridexport.atomic import atomic_path
+from hybridexport.atomic import write_json_gz
 from hybridexport.errors import InputFileError
+from hybridexport.jsonfile import read_json
 from hybridexport.latency.features import COLUMNS, FeatureTable
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -29,11 +28,8 @@ def load_store(fmt: str, data_dir: Path | None = None) -> dict[str, Any]:
     p = store_path(fmt, data_dir)
     if not p.exists():
         return {"version": STORE_VERSION, "columns": list(COLUMNS), "tables": {}, "failed": {}, "versions": {}}
-    try:
-        data = json.loads(gzip.decompress(p.read_bytes()).decode("utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputFileError(f"feature cache '{p}' is unreadable ({exc}); rebuild it with "
-                             f"`python -m hybridexport.calibrate.build_features --format {fmt}`") from None
+    data = read_json(p, "feature cache", f"rebuild it with `python -m hybridexport.calibrate.build_features "
+                     f"--format {fmt}`", expect_object=True, gunzip=True)
     if data.get("version") != STORE_VERSION or data.get("columns") != list(COLUMNS):
         raise InputFileError(f"feature cache '{p}' has an old layout; rebuild it with "
                              f"`python -m hybridexport.calibrate.build_features --format {fmt}`")
@@ -47,11 +43,7 @@ def save_store(fmt: str, data: dict[str, Any], data_dir: Path | None = None) -> 
         for row in t["rows"]:
             row[src] = sorted(row[src])
     data = {**data, "tables": dict(sorted(data["tables"].items())), "failed": dict(sorted(data["failed"].items()))}
-    raw = json.dumps(data, sort_keys=True, separators=(",", ":")).encode("utf-8")
-    p = store_path(fmt, data_dir)
-    with atomic_path(p) as tmp:
-        tmp.write_bytes(gzip.compress(raw, compresslevel=9, mtime=0))
-    return p
+    return write_json_gz(store_path(fmt, data_dir), data)
 
 
 def tables(fmt: str, data_dir: Path | None = None) -> dict[str, FeatureTable]:

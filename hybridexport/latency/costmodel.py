@@ -53,8 +53,9 @@ MEMORY_GROUP = {  # everything else: 0 ("stream": elementwise, casts, pooling, r
     "concat": 3, "slice": 3, "pad": 3,
     "act_complex": 4,
 }
-_READS_WHAT_IT_WRITES = frozenset({"slice", "gather"})
 MEMORY_GROUP_NAMES = ("stream", "norm", "relayout", "concat", "complex")  # indexed by MEMORY_GROUP ids
+_COPY_GROUPS = frozenset({MEMORY_GROUP["relayout"], MEMORY_GROUP["concat"]})  # data-moving copies (``row``)
+_READS_WHAT_IT_WRITES = frozenset({"slice", "gather"})
 BYTES_PER_ELEM = {"fp32": 4, "fp16": 2, "int8": 1}
 
 # name, prior (linear units), lower, upper. Dispatch/switch/overhead in seconds.
@@ -82,8 +83,8 @@ PARAMS: tuple[tuple[str, float, float, float], ...] = (
     ("fallback_eff", 0.3, 1e-3, 1.0),
     ("switch", 5e-5, 1e-7, 1e-2),
     ("reorder", 2e-6, 1e-8, 1e-3),
-    ("row", 1e-9, 1e-12, 1e-6),
-    ("mem_reorder", 0.2, 1e-4, 16.0),  # CPU copies: seconds per contiguous output row (of ``last_dim`` elements)
+    ("row", 1e-9, 1e-12, 1e-6),  # ONNX Runtime copies: seconds per contiguous output row (of ``last_dim`` elements)
+    ("mem_reorder", 0.2, 1e-4, 16.0),  # ONNX Runtime's NCHWc reorders, as a fraction of the DRAM bandwidth
     ("overhead", 1e-4, 1e-7, 5e-2),
 )
 PARAM_NAMES = tuple(p[0] for p in PARAMS)
@@ -257,7 +258,7 @@ class Design:
                 view = o.kind == "view" or (contiguous and o.kind == "relayout"
                                             and o.op_type.lower() in ("reshape", "flatten"))
                 cols["view"].append(view)
-                copies = spec.ort_cpu and not view and MEMORY_GROUP.get(o.kind) in (2, 3)
+                copies = spec.ort_cpu and not view and MEMORY_GROUP.get(o.kind) in _COPY_GROUPS
                 cols["rows"].append(float(o.out_elems) / max(o.last_dim, 1) if copies else 0.0)
         for k, v in cols.items():
             setattr(self, k, np.array(v, dtype=np.int64 if k in self._INT else bool if k in self._BOOL else float))

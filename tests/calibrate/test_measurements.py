@@ -29,6 +29,12 @@ STORED = REPO / "profiles" / "host.measurements.json.gz"
 PREDICTION_RTOL = 1e-3
 
 
+def six_families(stored: Dataset) -> list[str]:
+    """The stored models of six small families (a fit with leave-one-family-out in a few seconds)."""
+    return [lab for lab in stored.label
+            if lab.split(":")[-1].startswith(("mobilenetv2", "resnet", "regnetx", "lcnet", "ghostnet", "mobilevit"))]
+
+
 def tiny_dataset() -> Dataset:
     ops = [OpRow(name="conv1", op_type="Conv", kind="conv", macs=1000, w_elems=27, in_elems=48, out_elems=64, rank=4),
            OpRow(name="relu", op_type="Relu", kind="relu", in_elems=64, out_elems=64, rank=4, fusable=True,
@@ -53,7 +59,8 @@ def test_round_trip_keys_node_times_by_row(tmp_path: Path) -> None:
     assert p.read_bytes() == measurements.save(back, meta, tmp_path / "again.json.gz").read_bytes()  # deterministic
 
 
-@pytest.mark.parametrize("content", [b"not gzip", gzip.compress(b"{}"), gzip.compress(b'{"version": 99, "models": []}')])
+@pytest.mark.parametrize("content", [b"not gzip", gzip.compress(b"{}"), gzip.compress(b'{"version": 99, "models": []}'),
+                                     gzip.compress(b'{"version": 1, "models": [{"label": "m"}]}')])
 def test_a_bad_file_is_one_line_naming_the_measurement(tmp_path: Path, content: bytes) -> None:
     p = tmp_path / "host.measurements.json.gz"
     p.write_bytes(content)
@@ -67,8 +74,7 @@ def test_a_bad_file_is_one_line_naming_the_measurement(tmp_path: Path, content: 
 def test_calibrate_stores_what_a_refit_reproduces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """calibrate_host(save_to=...) writes the measurements it fitted; refit_host on them fits the same model."""
     stored, meta = measurements.load(STORED)
-    few = [lab for lab in stored.label if lab.split(":")[-1].startswith(("mobilenetv2", "resnet", "regnetx", "lcnet",
-                                                                          "ghostnet", "mobilevit"))]
+    few = six_families(stored)
     ds = host.fit_subset(stored, few)
     assert len(set(ds.family)) >= 4
     monkeypatch.setattr(host, "measure_host", lambda *a, **k: (ds, {**meta, "fit_models": few}))
@@ -109,8 +115,7 @@ def test_refit_command_writes_the_profile(tmp_profiles: Path, capsys) -> None:
     from hybridexport.cli import main
 
     stored, meta = measurements.load(STORED)
-    few = [lab for lab in stored.label if lab.split(":")[-1].startswith(("mobilenetv2", "resnet", "regnetx", "lcnet",
-                                                                          "ghostnet", "mobilevit"))]
+    few = six_families(stored)
     measurements.save(host.fit_subset(stored, few), {**meta, "fit_models": few}, tmp_profiles / STORED.name)
     assert main(["calibrate", "--device", "host", "--refit"]) == 0
     lm = json.loads((tmp_profiles / "host.json").read_text())["latency_model"]
