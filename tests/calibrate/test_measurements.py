@@ -59,8 +59,11 @@ def test_round_trip_keys_node_times_by_row(tmp_path: Path) -> None:
     assert p.read_bytes() == measurements.save(back, meta, tmp_path / "again.json.gz").read_bytes()  # deterministic
 
 
-@pytest.mark.parametrize("content", [b"not gzip", gzip.compress(b"{}"), gzip.compress(b'{"version": 99, "models": []}'),
-                                     gzip.compress(b'{"version": 1, "models": [{"label": "m"}]}')])
+# gzip without a timestamp: the parameters must be the same in every xdist worker that collects them
+@pytest.mark.parametrize("content", [b"not gzip", gzip.compress(b"{}", mtime=0),
+                                     gzip.compress(b'{"version": 99, "models": []}', mtime=0),
+                                     gzip.compress(b'{"version": 1, "models": [{"label": "m"}]}', mtime=0)],
+                         ids=["not-gzip", "empty-object", "wrong-version", "malformed-model"])
 def test_a_bad_file_is_one_line_naming_the_measurement(tmp_path: Path, content: bytes) -> None:
     p = tmp_path / "host.measurements.json.gz"
     p.write_bytes(content)
