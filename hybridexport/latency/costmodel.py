@@ -29,6 +29,10 @@ For op *i* on the accelerator (peak ``P`` MAC/s, DRAM bandwidth ``B`` bytes/s):
 * also under ONNX Runtime on a CPU: concat/slice/split/pad copy at their own rate (``mem_copy``), a slice
   or gather reads only what it writes, and a copy (transpose, concat, slice) pays ``row`` per contiguous
   output row of ``last_dim`` elements (short rows — head dims — copy slower per byte than long ones);
+* and at rank ≥ 5 (ONNX Runtime's generic N-d copy path): a transpose that moves the innermost axis (its
+  input's innermost dimension differs from its output's) copies element by element, one ``row`` each; a
+  transpose feeding only slices/splits/gathers runs no kernel of its own (the optimizer pushes it past
+  them), so it costs a view plus those per-element rows, and the slices copy at the relayout rate;
 * the model total adds a fixed per-inference ``overhead``.
 
 The parameters are fitted per device (``calibrate.py``) in log space; ``eff``/``mem`` are fractions
@@ -55,6 +59,8 @@ MEMORY_GROUP = {  # everything else: 0 ("stream": elementwise, casts, pooling, r
 }
 MEMORY_GROUP_NAMES = ("stream", "norm", "relayout", "concat", "complex")  # indexed by MEMORY_GROUP ids
 _COPY_GROUPS = frozenset({MEMORY_GROUP["relayout"], MEMORY_GROUP["concat"]})  # data-moving copies (``row``)
+_GENERIC_COPY_RANK = 5  # ONNX Runtime copies tensors of this rank and above on its generic N-d path
+_PUSHED_PAST = frozenset({"Slice", "Split", "Gather"})  # ops its transpose optimizer moves a transpose past
 _READS_WHAT_IT_WRITES = frozenset({"slice", "gather"})
 BYTES_PER_ELEM = {"fp32": 4, "fp16": 2, "int8": 1}
 
@@ -145,6 +151,17 @@ def _blocked_layout(ops: list[OpRow], srcs: list[list[int]]) -> list[bool]:
     return out
 
 
+def _pushed_past_slices(ops: list[OpRow], srcs: list[list[int]]) -> list[bool]:
+    """Rank ≥ 5 transposes whose every consumer is a slice, split or gather: ONNX Runtime's transpose
+    optimizer moves them past those ops, so they run no kernel of their own (per-node times: 129 of 129)."""
+    consumers: list[list[int]] = [[] for _ in ops]
+    for i, src in enumerate(srcs):
+        for j in src:
+            consumers[j].append(i)
+    return [o.op_type == "Transpose" and o.rank >= _GENERIC_COPY_RANK and bool(consumers[i])
+            and all(ops[c].op_type in _PUSHED_PAST for c in consumers[i]) for i, o in enumerate(ops)]
+
+
 @dataclass(frozen=True)
 class DeviceSpec:
     """What the cost model needs to know about a device and the protocol it runs."""
@@ -221,6 +238,7 @@ class Design:
             srcs = [[index[s] for s in o.inputs if s in index] for o in t.ops]
             n_cons = np.bincount([j for src in srcs for j in src], minlength=len(t.ops))
             blocked = _blocked_layout(t.ops, srcs) if spec.ort_cpu else None
+            pushed = _pushed_past_slices(t.ops, srcs) if spec.ort_cpu else [False] * len(t.ops)
             fb: list[bool] = []
             for o, src in zip(t.ops, srcs, strict=True):
                 # a view moves no data: it stays on whichever unit produced its input (no switch)
@@ -245,7 +263,9 @@ class Design:
                 cols["over"].append(max(act - onchip, 0.0) / act if act > 0 else 0.0)
                 cols["cls"].append(COMPUTE_CLASS.get(o.kind, -1))
                 cols["fcx"].append(o.fusable and o.kind == "act_complex")
-                cols["memg"].append(MEMORY_GROUP.get(o.kind, 0))
+                generic = spec.ort_cpu and o.rank >= _GENERIC_COPY_RANK
+                strided_slice = generic and o.kind == "slice"
+                cols["memg"].append(MEMORY_GROUP["relayout"] if strided_slice else MEMORY_GROUP.get(o.kind, 0))
                 cols["fusable"].append(o.fusable)
                 cols["fadd"].append(not o.fusable and o.kind == "eltwise" and len(src) == 2 and any(
                     t.ops[j].kind in COMPUTE_CLASS and n_cons[j] == 1 for j in src))
@@ -255,11 +275,15 @@ class Design:
                 # in a contiguous (row-major) layout, as on a CPU or after falling back to one, any reshape
                 # is a view; only accelerators with tiled layouts move data when the innermost axis changes
                 contiguous = fb[i] or spec.unit == "cpu"
-                view = o.kind == "view" or (contiguous and o.kind == "relayout"
+                view = o.kind == "view" or pushed[i] or (contiguous and o.kind == "relayout"
                                             and o.op_type.lower() in ("reshape", "flatten"))
                 cols["view"].append(view)
                 copies = spec.ort_cpu and not view and MEMORY_GROUP.get(o.kind) in _COPY_GROUPS
-                cols["rows"].append(float(o.out_elems) / max(o.last_dim, 1) if copies else 0.0)
+                # moving the innermost axis at rank ≥ 5 copies element by element, also when pushed past slices
+                per_elem = (generic and o.op_type == "Transpose" and bool(src)
+                            and t.ops[src[0]].last_dim != o.last_dim)
+                cols["rows"].append(float(o.out_elems) if per_elem else
+                                    float(o.out_elems) / max(o.last_dim, 1) if copies else 0.0)
         for k, v in cols.items():
             setattr(self, k, np.array(v, dtype=np.int64 if k in self._INT else bool if k in self._BOOL else float))
 
