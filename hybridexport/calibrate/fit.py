@@ -56,6 +56,8 @@ class Dataset:
     node_ms: list[dict[str, float]] = field(default_factory=list)
     # per label (host only): the highest 1-minute load average seen while it was measured
     load_1m: dict[str, float] = field(default_factory=dict)
+    # per label (host only): the median of each timing round, in the order the rounds ran
+    round_ms: dict[str, list[float]] = field(default_factory=dict)
 
 
 def metrics(pred: np.ndarray, obs: np.ndarray) -> dict[str, float]:

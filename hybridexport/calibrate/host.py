@@ -145,6 +145,7 @@ def host_dataset(builders: tuple[str, ...] | list[str], progress: bool = True, r
                 failed[b] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
                 continue
             best[b] = min(ms, best.get(b, float("inf")))
+            ds.round_ms.setdefault(b, []).append(ms)
             ds.load_1m[b] = max(load_1m(), ds.load_1m.get(b, 0.0))
     from hybridexport.calibrate.host_layers import exported_node_ms
 
@@ -174,8 +175,8 @@ def measure_host(builders: tuple[str, ...] | list[str] = HOST_TRAIN, timer: str 
 
     The machine is fingerprinted and probed (:mod:`hybridexport.calibrate.machine`) before measuring and
     probed again after: a loaded or unsteady machine is refused (MachineBusyError) before the long
-    measurement, or after it when the probes drifted apart, unless ``allow_load`` (then the conditions
-    are recorded). ``fit_models``: the labels a fit uses (default all; the rest are held out)."""
+    measurement, or after it when the core's speed or the timings themselves drifted (first round against
+    last, :func:`machine.refusals_after`), unless ``allow_load`` (then the conditions are recorded). ``fit_models``: the labels a fit uses (default all; the rest are held out)."""
     import onnxruntime as ort
 
     from hybridexport.bench.devices import host_facts
@@ -189,9 +190,11 @@ def measure_host(builders: tuple[str, ...] | list[str] = HOST_TRAIN, timer: str 
         machine.refuse(conditions, "before measuring")
     ds = host_dataset(builders, timer=timer, progress=progress)
     after = machine.probe(1, probe_timer, fresh=True)
-    late = machine.refusals_after(before, after)
+    timings = machine.timing_drift(ds.round_ms)
+    late, noted = machine.refusals_after(before, after, timings)
     if late and not allow_load:
         machine.refuse(late, "after measuring (nothing written)")
+    late += noted
     meta = {
         "timer": timer,
         "onnxruntime": ort.__version__,
@@ -199,7 +202,8 @@ def measure_host(builders: tuple[str, ...] | list[str] = HOST_TRAIN, timer: str 
         "models": list(builders),
         "fit_models": list(fit_models if fit_models is not None else builders),
         "machine": {**host_facts(), "fingerprint": fp.to_dict(), "probe_before": before.to_dict(),
-                    "probe_after": after.to_dict(), "conditions": conditions + late, "allow_load": allow_load},
+                    "probe_after": after.to_dict(), "timing_drift": timings, "conditions": conditions + late,
+                    "allow_load": allow_load},
     }
     return ds, meta
 

@@ -355,18 +355,48 @@ def drift(before: Probe, after: Probe) -> float:
     return max(abs(after.gemm_gflops / before.gemm_gflops - 1), abs(after.bandwidth_gbs / before.bandwidth_gbs - 1))
 
 
-def refusals_after(before: Probe, after: Probe) -> list[str]:
-    """Why the measurements are not of one steady machine (spread after, probes before/after > 10 % apart)."""
-    out = []
+def timing_drift(round_ms: dict[str, list[float]], resamples: int = 2000) -> dict[str, Any] | None:
+    """How the calibration's own timings moved from its first round to its last: the median over models
+    of last/first round median, with a 95 % bootstrap interval over models (seeded: deterministic).
+    None with fewer than 5 models timed in more than one round."""
+    import numpy as np
+
+    ratios = np.array([r[-1] / r[0] for r in round_ms.values() if len(r) > 1 and r[0] > 0])
+    if len(ratios) < 5:
+        return None
+    rng = np.random.default_rng(0)
+    boot = np.median(rng.choice(ratios, size=(resamples, len(ratios))), axis=1)
+    lo, hi = (float(v) for v in np.quantile(boot, [0.025, 0.975]))
+    return {"last_over_first": float(np.median(ratios)), "lo": lo, "hi": hi, "models": int(len(ratios))}
+
+
+def refusals_after(before: Probe, after: Probe, timings: dict[str, Any] | None = None
+                   ) -> tuple[list[str], list[str]]:
+    """(refusals, conditions to record) once the measurements are done.
+
+    Refused: the probe after is noisy; its GEMM figure (the core's speed, what work sharing the core takes)
+    moved by more than :data:`MAX_DRIFT`; or the calibration's own timings drifted from the first round to the
+    last by more than :data:`MAX_DRIFT` (the whole 95 % interval beyond it). The copy-bandwidth figure varies
+    by ±11 % between idle probes on these VMs, so its drift alone is recorded (the band widens) when the
+    timings themselves show no drift, and refused when there are no round timings to judge by."""
+    refusals, noted = [], []
     if after.spread > MAX_SPREAD:
-        out.append(f"probe median after uncertain by {(after.spread - 1) * 100:.0f}% (95% CI hi/lo) > "
-                   f"{(MAX_SPREAD - 1) * 100:.0f}%")
+        refusals.append(f"probe median after uncertain by {(after.spread - 1) * 100:.0f}% (95% CI hi/lo) > "
+                        f"{(MAX_SPREAD - 1) * 100:.0f}%")
+    figures = (f"GEMM {before.gemm_gflops:.0f} → {after.gemm_gflops:.0f} GFLOP/s, bandwidth "
+               f"{before.bandwidth_gbs:.1f} → {after.bandwidth_gbs:.1f} GB/s")
+    gemm = abs(after.gemm_gflops / before.gemm_gflops - 1)
     d = drift(before, after)
-    if d > MAX_DRIFT:
-        out.append(f"probes before/after differ by {d * 100:.0f}% (> {MAX_DRIFT * 100:.0f}%: GEMM "
-                   f"{before.gemm_gflops:.0f} → {after.gemm_gflops:.0f} GFLOP/s, bandwidth "
-                   f"{before.bandwidth_gbs:.1f} → {after.bandwidth_gbs:.1f} GB/s)")
-    return out
+    if gemm > MAX_DRIFT or (d > MAX_DRIFT and timings is None):
+        refusals.append(f"probes before/after differ by {d * 100:.0f}% (> {MAX_DRIFT * 100:.0f}%: {figures})")
+    elif d > MAX_DRIFT:
+        noted.append(f"bandwidth probe before/after differ by {d * 100:.0f}% (> {MAX_DRIFT * 100:.0f}%: {figures}); "
+                     f"the timings did not drift (last/first round ×{timings['last_over_first']:.3f})")
+    if timings is not None and (timings["lo"] > 1 + MAX_DRIFT or timings["hi"] < 1 / (1 + MAX_DRIFT)):
+        refusals.append(f"the timings drifted from the first round to the last: ×{timings['last_over_first']:.3f} "
+                        f"[{timings['lo']:.3f}, {timings['hi']:.3f}] over {timings['models']} models "
+                        f"(beyond ±{MAX_DRIFT * 100:.0f}%)")
+    return refusals, noted
 
 
 def refuse(reasons: list[str], when: str) -> None:

@@ -117,11 +117,21 @@ def no_measuring(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         table = FeatureTable(model="m", format="onnx", resolution=8,
                              ops=[OpRow(name="c", op_type="Conv", kind="conv", macs=100, in_elems=8, out_elems=8)])
         return Dataset(tables=[table], table_of=[0], y_ms=[1.0], family=["f"], label=[builders[0]],
-                       load_1m={builders[0]: 1.97})
+                       load_1m={builders[0]: 1.97}, round_ms=dict(ROUNDS))
 
     monkeypatch.setattr(host, "host_dataset", dataset)
     monkeypatch.setattr(host, "fit_dataset", fake_fit)
     return called
+
+
+ROUNDS: dict[str, list[float]] = {}  # round timings the fake dataset reports (none: no round-to-round evidence)
+
+
+def rounds(monkeypatch: pytest.MonkeyPatch, last_over_first: float, models: int = 12) -> None:
+    """Round timings of ``models`` fake models: three rounds, the last ``last_over_first`` × the first (±1 %)."""
+    monkeypatch.setattr(__name__ + ".ROUNDS", {
+        f"m{i}": [1.0 + i, (1.0 + i) * 1.003, (1.0 + i) * last_over_first * (1 + 0.01 * (i % 3 - 1))]
+        for i in range(models)})
 
 
 def probes(monkeypatch: pytest.MonkeyPatch, *queue: Probe) -> None:
@@ -182,3 +192,45 @@ def test_allow_load_records_the_conditions_and_widens_the_band(cache: Path, monk
     assert band["widened_by"] == pytest.approx(1.2)
     assert band["p10_ratio"] == pytest.approx(0.8 / 1.2) and band["p90_ratio"] == pytest.approx(1.2 * 1.2)
     assert no_measuring == ["cpu"]
+
+
+def test_timing_drift_is_the_median_last_over_first_round_with_a_bootstrap_interval(monkeypatch) -> None:
+    rounds(monkeypatch, 1.25)
+    d = machine.timing_drift(ROUNDS)
+    assert d["models"] == 12 and d["last_over_first"] == pytest.approx(1.25, rel=0.011)
+    assert d["lo"] <= d["last_over_first"] <= d["hi"] and d["hi"] / d["lo"] < 1.03
+    assert machine.timing_drift(ROUNDS) == d  # seeded
+    assert machine.timing_drift({"a": [1.0, 2.0]}) is None  # too few models to judge by
+    assert machine.timing_drift({f"m{i}": [1.0] for i in range(9)}) is None  # one round: nothing to compare
+
+
+def test_bandwidth_drift_with_steady_timings_is_recorded_not_refused(cache: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   no_measuring: list[str]) -> None:
+    """The copy bandwidth of an idle VM moves ±11 % between probes: alone it widens the band; with the
+    calibration's own timings steady it does not refuse. Without round timings it still refuses."""
+    monkeypatch.setattr("os.getloadavg", lambda: (0.1, 0.1, 0.1))
+    rounds(monkeypatch, 1.0)
+    probes(monkeypatch, steady(), steady(bw=24.0))
+    lm = host.calibrate_host()
+    m = lm["provenance"]["machine"]
+    [cond] = m["conditions"]
+    assert "bandwidth probe before/after differ by 20%" in cond and "did not drift" in cond
+    assert m["timing_drift"]["last_over_first"] == pytest.approx(1.0, abs=0.011)
+    assert lm["band"]["widened_by"] == pytest.approx(1.2)
+    monkeypatch.setattr(__name__ + ".ROUNDS", {})
+    probes(monkeypatch, steady(), steady(bw=24.0))
+    with pytest.raises(MachineBusyError, match=r"after measuring.*probes before/after differ by 20%"):
+        host.calibrate_host()
+
+
+def test_timings_that_drift_are_refused_even_with_steady_probes(cache: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               no_measuring: list[str]) -> None:
+    monkeypatch.setattr("os.getloadavg", lambda: (0.1, 0.1, 0.1))
+    rounds(monkeypatch, 1.3)
+    probes(monkeypatch, steady(), steady())
+    with pytest.raises(MachineBusyError, match=r"timings drifted from the first round to the last: ×1\.30"):
+        host.calibrate_host()
+    rounds(monkeypatch, 1.08)  # within 10 %: fitted as is
+    probes(monkeypatch, steady(), steady())
+    lm = host.calibrate_host()
+    assert lm["provenance"]["machine"]["conditions"] == [] and "widened_by" not in lm["band"]
