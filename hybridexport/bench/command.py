@@ -48,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "default 10)")
     g.add_argument("--bench-timeout", type=ranged(1, 86400), metavar="S",
                    help="seconds one on-device benchmark may take (or $HYBRIDEXPORT_BENCH_TIMEOUT; default 120 + 5 per run)")
+    g.add_argument("--probe-device", action="store_true",
+                   help="with -r predicted on a phone: probe the attached one (~1 min) and rescale the prediction "
+                        "by its speed against the probe its calibration stored (calibrate --probe)")
     g.add_argument("--qai-hub-device", metavar="NAME",
                    help="Qualcomm AI Hub device name (default: the profile's match.qai_hub_devices)")
     g.add_argument("--qai-hub-timeout", type=ranged(1, 86400), metavar="S",
@@ -85,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         "ios_provisioning_profile": args.ios_provisioning_profile, "ios_bundle_id": args.ios_bundle_id,
         "compute_units": args.compute_units, "qai_hub_device": args.qai_hub_device,
         "qai_hub_timeout": args.qai_hub_timeout, "probe_timeout": args.probe_timeout,
-        "bench_timeout": args.bench_timeout,
+        "bench_timeout": args.bench_timeout, "probe_device": args.probe_device,
     }.items() if v}
     profiles = bench(args.model, device=args.device, fmt=args.format, runner=args.runner, runs=args.runs,
                      warmup=args.warmup, threads=args.threads, out=Path(args.out), precision=args.precision,

@@ -21,6 +21,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--refit", action="store_true",
                         help="host only: measure nothing; fit again from the measurements the last calibration "
                              "stored (profiles/<device>.measurements.json.gz), in seconds")
+    parser.add_argument("--probe", action="store_true",
+                        help="phones only: first probe the attached device's own GEMM and copy throughput through "
+                             "its measuring runner (~1 min), store it in the profile and take the fit's peaks from "
+                             "it; predictions can then be rescaled to a device probed later (bench --probe-device)")
+    parser.add_argument("--serial", help="with --probe: the adb serial (or device id) to probe")
+    parser.add_argument("--benchmark-binary", metavar="PATH",
+                        help="with --probe on Android: TFLite benchmark_model for the phone (or "
+                             "$HYBRIDEXPORT_BENCHMARK_MODEL)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,6 +52,12 @@ def run(args: argparse.Namespace) -> int:
     if args.refit and not host:
         raise InputFileError(f"--refit fits again from stored host measurements; '{device}' is fitted on published "
                              "latencies every time: leave out --refit")
+    if args.probe and host:
+        raise InputFileError(f"--probe measures a phone's own roofline; '{device}' is probed by every host calibration "
+                             "already: leave out --probe")
+    for given, flag in ((args.serial, "--serial"), (args.benchmark_binary, "--benchmark-binary")):
+        if given and not args.probe:
+            raise InputFileError(f"{flag} is for probing the device: pass it with --probe")
     if args.refit and (args.allow_load or args.timer != "cpu"):
         given = "--allow-load" if args.allow_load else "--timer"
         raise InputFileError(f"{given} applies to measuring, and --refit measures nothing (the stored measurements "
@@ -58,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         from hybridexport.calibrate.catalog import read_csv
 
         read_csv(args.data)  # a wrong file is reported before any fitting
+    probe = None
     with status(f"calibrating the latency model of {plain(device)}"):
         if host:
             from hybridexport.calibrate.host import calibrate_host, refit_host
@@ -71,15 +86,33 @@ def run(args: argparse.Namespace) -> int:
         else:
             from hybridexport.calibrate.fit import calibrate_phone
 
-            model = calibrate_phone(device, args.data)
+            if args.probe:
+                probe = probe_device(device, {k: v for k, v in (("serial", args.serial),
+                                                                 ("benchmark_binary", args.benchmark_binary)) if v})
+            model = calibrate_phone(device, args.data, probe=probe)
     if args.json:
         console.print_json(json.dumps(model))
     else:
         print_summary(device, model)
     if not args.dry_run:
-        path = write_keys(device, {"latency_model": model})
-        console.print(f"wrote latency_model to {plain(path)}", highlight=False)
+        path = write_keys(device, {"latency_model": model, **({"probe": probe} if probe else {})})
+        console.print(f"wrote {'probe and ' if probe else ''}latency_model to {plain(path)}", highlight=False)
     return 0
+
+
+def probe_device(device: str, options: dict) -> dict:
+    """Probe the attached ``device`` (:mod:`.device_probe`): the record its profile stores as ``probe``."""
+    from hybridexport.bench.devices import load_device
+    from hybridexport.calibrate.device_probe import measure_device_probe, probe_record
+    from hybridexport.calibrate.profiles import calibration_config
+    from hybridexport.console import console
+
+    cfg = calibration_config(device)
+    probe, source = measure_device_probe(load_device(device), options, precision=cfg["precision"], unit=cfg["unit"])
+    console.print(f"probe of {device} ({source.get('device_model') or source['runner']}): "
+                  f"{probe.gemm_gflops:.1f} GFLOP/s, {probe.bandwidth_gbs:.2f} GB/s at {source['precision']}",
+                  highlight=False)
+    return probe_record(probe, source)
 
 
 def print_summary(device: str, model: dict) -> None:

@@ -227,9 +227,13 @@ def fit_dataset(ds: Dataset, spec: DeviceSpec, cfg: FitConfig = PUBLISHED) -> di
     }
 
 
-def calibrate_phone(device: str, csv_path: str | Path | None = None, data_dir: Path | None = None) -> dict[str, Any]:
-    """The full ``latency_model`` for a phone profile, with provenance."""
+def calibrate_phone(device: str, csv_path: str | Path | None = None, data_dir: Path | None = None,
+                    probe: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The full ``latency_model`` for a phone profile, with provenance; ``probe``: a device probe record
+    (:mod:`.device_probe`) to take the peaks from instead of the one the profile stores."""
     profile = read_profile(device)
+    if probe is not None:
+        profile = {**profile, "probe": probe}
     spec = device_spec(device, profile)
     cfg = calibration_config(device, profile)
     ds, sha = phone_dataset(device, csv_path, data_dir, profile)
@@ -247,7 +251,10 @@ def calibrate_phone(device: str, csv_path: str | Path | None = None, data_dir: P
         "rows_skipped": len(ds.skipped),
         "skipped": ds.skipped,
         "params_order": list(PARAM_NAMES),
+        "peaks": hardware(device, profile, precision=cfg["precision"], unit=cfg["unit"])["source"],
     }
+    if model["provenance"]["peaks"]["peak_macs"].startswith("probe"):  # the peaks came from the device's own probe
+        model["provenance"]["probe"] = profile["probe"]
     return model
 
 

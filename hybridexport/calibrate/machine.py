@@ -479,11 +479,6 @@ def adapt_to_this_machine(lm: dict[str, Any], device: str = "host", fresh: bool 
                           f"{now}; same-kind machines run one ONNX file 1.3-2.2x apart: {fix} for predictions of "
                           "this machine")
     g, b = here.gemm_gflops / cal.gemm_gflops, here.bandwidth_gbs / cal.bandwidth_gbs
-    dev = dict(lm["device"])
-    dev["peak_macs"] = float(dev["peak_macs"]) * g
-    dev["fallback_macs"] = float(dev["fallback_macs"]) * g
-    dev["bandwidth"] = float(dev["bandwidth"]) * b
-    params = {k: (float(v) / g if k in SECONDS_PARAMS else v) for k, v in lm["params"].items()}
     info["ratios"] = {"gemm": g, "bandwidth": b}
     info["mismatch"] = diffs = mismatch(cal_fp, here_fp) if cal_fp else ["no fingerprint recorded"]
     scaled = (f"the host latency model's peaks rescaled by probe to {now} vs {cal.gemm_gflops:.0f} GFLOP/s, "
@@ -495,4 +490,16 @@ def adapt_to_this_machine(lm: dict[str, Any], device: str = "host", fresh: bool 
                 f"{noisy}")
     else:
         note = scaled + noisy
-    return {**lm, "device": dev, "params": params}, info, note
+    return rescaled(lm, g, b), info, note
+
+
+def rescaled(lm: dict[str, Any], gemm: float, bandwidth: float, fallback: float | None = None) -> dict[str, Any]:
+    """``lm`` on a unit ``gemm`` × as fast at GEMMs and ``bandwidth`` × at copies: peaks scale by the first,
+    DRAM bandwidth by the second, the runtime's own seconds (``costmodel.SECONDS_PARAMS``) by 1/``gemm``, the
+    fallback unit's peak by ``fallback`` (default ``gemm``: on a CPU it is the same core)."""
+    dev = dict(lm["device"])
+    dev["peak_macs"] = float(dev["peak_macs"]) * gemm
+    dev["fallback_macs"] = float(dev["fallback_macs"]) * (gemm if fallback is None else fallback)
+    dev["bandwidth"] = float(dev["bandwidth"]) * bandwidth
+    params = {k: (float(v) / gemm if k in SECONDS_PARAMS else v) for k, v in lm["params"].items()}
+    return {**lm, "device": dev, "params": params}

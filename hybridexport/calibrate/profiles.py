@@ -81,6 +81,11 @@ def hardware(device: str, profile: dict[str, Any], precision: str = "fp16", unit
     bw = (profile.get("memory") or {}).get("bandwidth_gbps")
     if isinstance(bw, int | float) and bw > 0:
         hw["bandwidth"], src["bandwidth"] = float(bw) * 1e9, "memory.bandwidth_gbps"
+    probe = (profile.get("probe") or {}) if isinstance(profile.get("probe"), dict) else {}
+    if probe.get("gemm_gflops") and probe.get("bandwidth_gbs") and probe.get("source", {}).get("precision") == precision:
+        # the device's own probe (``calibrate --probe``, :mod:`.device_probe`), of the unit the protocol runs on
+        hw["peak_macs"], src["peak_macs"] = float(probe["gemm_gflops"]) * 1e9 / 2, "probe: GEMM GFLOP/s / 2"
+        hw["bandwidth"], src["bandwidth"] = float(probe["bandwidth_gbs"]) * 1e9, "probe: copy GB/s"
     hw["source"] = src
     return hw
 

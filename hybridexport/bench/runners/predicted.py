@@ -56,6 +56,11 @@ class PredictedRunner(Runner):
         if device.kind == "host" and fmt == "onnx":  # this machine: its own speed and share of a core, probed
             pred, lm, machine, notes = predict_on_this_machine(table.ops, lm, device.name)
         else:
+            if request.options.get("probe_device"):  # the attached phone's own speed, probed now
+                from hybridexport.calibrate.device_probe import adapt_to_probed_device
+
+                lm, machine, note = adapt_to_probed_device(lm, device, request.options)
+                notes.append(note)
             pred = predict_ops(table.ops, lm, device.name)
         t_pred = time.perf_counter() - t1
         if table.format != fmt:
