@@ -82,6 +82,16 @@ def run(args: argparse.Namespace) -> int:
 
     if args.json:
         writable_file(args.json, "--json")
+    if args.probe_device:
+        from hybridexport.bench.devices import load_device
+        from hybridexport.errors import InputFileError
+
+        if load_device(args.device).kind == "host":
+            raise InputFileError("--probe-device rescales a phone's prediction; host predictions probe this machine "
+                                 "every time: leave out --probe-device")
+        if args.runner != "predicted":
+            raise InputFileError("--probe-device rescales a prediction to the attached phone: pass it with "
+                                 "-r predicted" + (f" (not -r {args.runner})" if args.runner else ""))
     options = {k: v for k, v in {
         "serial": args.serial, "benchmark_binary": args.benchmark_binary,
         "android_delegate": args.android_delegate, "ios_team": args.ios_team,

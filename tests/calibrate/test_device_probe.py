@@ -136,3 +136,13 @@ def test_calibrate_probe_end_to_end_and_an_iphone_says_why_here(phone, tmp_path:
     with pytest.raises(RunnerUnavailableError, match=r"^cannot probe iphone13: no runner measures on it here "
                                                      r"\(ios-coreml: [^;]*macOS"):
         measure_device_probe(load_device("iphone13"))
+
+
+def test_probe_device_without_a_phone_prediction_is_refused(capsys) -> None:
+    from hybridexport.cli import main
+
+    assert main(["bench", "iformer-t", "-d", "host", "-r", "predicted", "--probe-device"]) == 2
+    assert "leave out --probe-device" in capsys.readouterr().err
+    assert main(["bench", "iformer-t", "-d", "pixel8", "--probe-device"]) == 2
+    err = capsys.readouterr().err
+    assert "pass it with -r predicted" in err and "(not -r" not in err
