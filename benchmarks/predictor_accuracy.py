@@ -213,6 +213,17 @@ HOST_PAIR_MODELS = ("iformer-t", "iformer-s", "mobilevit-xxs", "mobilevit-xs", "
 HOST_VARIANT_CHAINS = (("timm:mobilenetv3_small_050", "timm:mobilenetv3_small_075", "timm:mobilenetv3_small_100"),
                        ("mobilevit-xxs", "mobilevit-xs"), ("iformer-t", "iformer-s"),
                        ("mobileformer-26m", "mobileformer-52m"))
+# bring-your-own ablation variants (the iFormer paper's kind: attention type, kernel size, FFN depthwise conv),
+# each against the released design
+_ABL = str(Path(__file__).resolve().parent / "ablations" / "iformer_ablation.py")
+HOST_ABLATION_CHAINS = ((f"{_ABL}:build()", f"{_ABL}:build(attn='sha')", f"{_ABL}:build(attn='mha')"),
+                        (f"{_ABL}:build()", f"{_ABL}:build(kernel=3)"), (f"{_ABL}:build()", f"{_ABL}:build(ffn_dw=True)"))
+HOST_PAIR_CHAINS = (*HOST_VARIANT_CHAINS, *HOST_ABLATION_CHAINS)
+
+
+def _label(ref: str) -> str:
+    """A model reference as the report shows it (a model file by its stem: ``iformer_ablation:build(kernel=3)``)."""
+    return f"{Path(ref.split('.py:')[0]).stem}:{ref.split('.py:')[1]}" if ".py:" in ref else ref
 
 
 def _interleaved_ratio(a_path: str, b_path: str, runs: int) -> tuple[float, float, float]:
@@ -332,11 +343,12 @@ def pairs_section(models: list[str], chains: list[tuple[str, ...]], runs: int = 
                 try:
                     a, b = art(x, True), art(y, True)
                 except Exception as exc:  # noqa: BLE001
-                    print(f"  {x} → {y}: not built ({type(exc).__name__})")
+                    print(f"  {_label(x)} → {_label(y)}: not built ({type(exc).__name__})")
                     continue
                 r, lo, hi = _interleaved_ratio(a.path, b.path, runs)
-                keep(f"{x} → {y}", a, b, r, lo, hi)
-                print(f"    {x + ' → ' + y:48s} predicted ×{rows[-1][1]:.3f}  measured ×{r:.3f} "
+                name = f"{_label(x)} → {_label(y)}"
+                keep(name, a, b, r, lo, hi)
+                print(f"    {name:48s} predicted ×{rows[-1][1]:.3f}  measured ×{r:.3f} "
                       f"[{lo:.3f}, {hi:.3f}]", flush=True)
         print(f"  host pairs measured in {time.perf_counter() - t0:.0f} s")
     _pair_report(rows, "host (ONNX Runtime, 1 thread)", cis)
@@ -548,7 +560,7 @@ def main() -> int:
         host_section(list(HOST_TRAIN), list(HOST_TEST), args.timer, args.save_host)
         return 0
     if args.only_pairs:
-        pairs_section(args.pair_models.split(","), list(HOST_VARIANT_CHAINS), args.pair_runs, args.save_pairs)
+        pairs_section(args.pair_models.split(","), list(HOST_PAIR_CHAINS), args.pair_runs, args.save_pairs)
         return 0
     if not args.skip_host:
         host_section(list(HOST_TRAIN), list(HOST_TEST), args.timer, args.save_host)
@@ -558,7 +570,7 @@ def main() -> int:
         timing_section(args.timing_model, args.timing_device)
     if not args.skip_keys:
         keys_section(args.keys_models.split(","))
-    pairs_section(args.pair_models.split(","), list(HOST_VARIANT_CHAINS), args.pair_runs, args.save_pairs)
+    pairs_section(args.pair_models.split(","), list(HOST_PAIR_CHAINS), args.pair_runs, args.save_pairs)
     portability_section()
     return 0
 
